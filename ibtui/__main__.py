@@ -1,0 +1,3 @@
+from ibtui.cli import main
+
+main()

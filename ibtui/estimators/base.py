@@ -1,0 +1,108 @@
+"""The estimator interface shared by the engine, the TUI and Python users.
+
+Every estimator is a small frozen dataclass holding its parameters. Calling
+``estimate(layers, mi_set)`` on the activations of L layers returns one or more
+*planes*: for each plane name, the pair ``(ixt, ity)`` of float64 numpy arrays of
+shape (L,), I(X;T) and I(T;Y) in **bits**, one value per layer.
+
+Assumptions common to all estimators:
+- ``layers[l]`` is a float tensor of shape (N, d_l): the activations of layer l
+  for the N samples of the MI set, all on one device (any device).
+- ``mi_set.x_ids[n]`` identifies sample n's input (equal ids = identical inputs),
+  so H(T|X) is computed for real and datasets may repeat inputs.
+- ``mi_set.y[n]`` is sample n's label in 0..C-1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+import torch
+
+LN2 = math.log(2.0)
+
+Plane = tuple[np.ndarray, np.ndarray]
+"""(ixt, ity): float64 arrays of shape (L,), in bits."""
+
+
+def plug_in_entropy_bits(counts: torch.Tensor) -> torch.Tensor:
+    """Plug-in (maximum-likelihood) entropy in bits of a histogram of counts (last dim)."""
+    counts = counts.to(torch.float64)
+    total = counts.sum(dim=-1, keepdim=True)
+    p = counts / total
+    logp = torch.where(p > 0, torch.log2(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
+    return -(p * logp).sum(dim=-1)
+
+
+def entropy_of_ids_bits(ids: torch.Tensor) -> float:
+    """Plug-in entropy in bits of the empirical distribution of integer ids (1-D tensor)."""
+    _, counts = torch.unique(ids, return_counts=True)
+    return float(plug_in_entropy_bits(counts))
+
+
+@dataclass(frozen=True)
+class MISet:
+    """The samples on which mutual information is measured.
+
+    x_ids: (N,) int64, id of each sample's distinct input row (0..n_inputs-1).
+    y: (N,) int64 labels in 0..n_classes-1.
+    """
+
+    x_ids: torch.Tensor
+    y: torch.Tensor
+    n_classes: int
+
+    @classmethod
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray, device: torch.device | str = "cpu") -> "MISet":
+        """Build from an input matrix (N, D) and labels (N,); identical rows of x share an id."""
+        x = np.ascontiguousarray(np.asarray(x).reshape(len(x), -1))
+        _, inverse = np.unique(x, axis=0, return_inverse=True)
+        y = np.asarray(y).astype(np.int64).reshape(-1)
+        n_classes = int(y.max()) + 1 if len(y) else 0
+        return cls(
+            x_ids=torch.as_tensor(inverse.reshape(-1).astype(np.int64), device=device),
+            y=torch.as_tensor(y, device=device),
+            n_classes=n_classes,
+        )
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def h_x(self) -> float:
+        """Plug-in entropy of the inputs in bits (upper bound for I(X;T) of plug-in estimators)."""
+        return entropy_of_ids_bits(self.x_ids)
+
+    @property
+    def h_y(self) -> float:
+        """Plug-in entropy of the labels in bits (upper bound for I(T;Y) of plug-in estimators)."""
+        return entropy_of_ids_bits(self.y)
+
+    def to(self, device: torch.device | str) -> "MISet":
+        return MISet(self.x_ids.to(device), self.y.to(device), self.n_classes)
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """Base class: subclasses are frozen dataclasses of parameters.
+
+    kind: registry name (the key under ``[estimators]`` in a preset).
+    planes: names of the planes ``estimate`` returns.
+    """
+
+    kind: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    @property
+    def planes(self) -> tuple[str, ...]:
+        return (self.kind,)
+
+    def validate(self) -> None:
+        """Raise ``ibtui.errors.UserError`` (one line) for impossible parameters."""
+
+    def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
+        raise NotImplementedError
