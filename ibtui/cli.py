@@ -1,0 +1,177 @@
+"""Command line: ``ibtui run``, ``ibtui presets``. The headless front door of the engine.
+
+Every user error prints ``error: <one line>`` to stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from ibtui.errors import UserError
+
+app = typer.Typer(
+    name="ibtui",
+    help="Information-plane research in the terminal: train small networks and watch I(X;T), I(T;Y) in bits.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+presets_app = typer.Typer(help="List the presets, or show one fully resolved.", invoke_without_command=True)
+app.add_typer(presets_app, name="presets")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_STOPPED = 130
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+@presets_app.callback()
+def presets_list(ctx: typer.Context) -> None:
+    """List the presets with their one-line descriptions."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ibtui.config import available_presets, preset_description
+
+    table = Table(box=None, show_header=True, header_style="bold")
+    table.add_column("preset")
+    table.add_column("description")
+    table.add_column("file", style="dim")
+    for name, path in available_presets().items():
+        table.add_row(name, preset_description(path), str(path))
+    out.print(table)
+
+
+@presets_app.command("show")
+def presets_show(
+    name: str = typer.Argument(..., help="Preset name or path to a .toml file."),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="Override a field: section.key=value (repeatable)."),
+) -> None:
+    """Print a preset fully resolved (defaults and overrides applied) as TOML."""
+    from ibtui.config import load_preset
+
+    try:
+        cfg = load_preset(name, overrides)
+    except UserError as exc:
+        fail(str(exc))
+    sys.stdout.write(cfg.to_toml())
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} ep/s" if speed else "… ep/s", style="cyan")
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """Per plane and layer: final I(X;T), I(T;Y), peak I(X;T) and its epoch, drop from the peak (bits)."""
+    title = (f"{summary['status']} · {summary['epochs_done']}/{summary['epochs_total']} epochs · "
+             f"{summary['measured_epochs']} measured · {summary['wall_seconds']:.1f} s · "
+             f"train acc {_fmt(summary['train_acc'])} · test acc {_fmt(summary['test_acc'])}")
+    table = Table(title=title, caption=summary["run_dir"], header_style="bold")
+    for col in ("plane", "layer", "I(X;T)", "I(T;Y)", "peak I(X;T)", "at epoch", "drop"):
+        table.add_column(col, justify="left" if col in ("plane", "layer") else "right")
+    for plane, rows in summary["planes"].items():
+        for i, row in enumerate(rows):
+            table.add_row(plane if i == 0 else "", row["layer"], _fmt(row["final_ixt"]), _fmt(row["final_ity"]),
+                          _fmt(row["peak_ixt"]), str(row["peak_epoch"]), _fmt(row["compression"]))
+        table.add_section()
+    return table
+
+
+@app.command()
+def run(
+    preset: str = typer.Option("quick", "--preset", "-p", help="Preset name (see `ibtui presets`) or a .toml file."),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="Override a field: section.key=value (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (= --set train.device=...)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (= --set train.seed=...)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (= --set train.epochs=...)."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run directories go (default: runs/)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with dataset files (MNIST IDX...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON summary instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train and measure the information plane headless, with a progress bar; writes runs/<id>/."""
+    from ibtui.config import load_preset
+    from ibtui.engine.runner import execute
+
+    extra = [f"train.device={device}" if device is not None else None,
+             f"train.seed={seed}" if seed is not None else None,
+             f"train.epochs={epochs}" if epochs is not None else None,
+             f"store.runs_dir={json.dumps(runs_dir)}" if runs_dir is not None else None,
+             f"data.data_dir={json.dumps(data_dir)}" if data_dir is not None else None]
+    try:
+        cfg = load_preset(preset, [*overrides, *(e for e in extra if e)])
+    except UserError as exc:
+        fail(str(exc))
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
+        RateColumn(), TimeRemainingColumn(), TextColumn("{task.fields[mi]}"),
+        console=err, disable=quiet, transient=False, refresh_per_second=4,
+    )
+    task = progress.add_task(cfg.preset, total=max(cfg.train.epochs, 1), mi="")
+    layer_names: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            layer_names[:] = event["meta"]["layers"]
+            if not quiet:
+                progress.console.print(f"[dim]run directory:[/] {event['run_dir']}  "
+                                       f"[dim]device:[/] {event['meta']['device']}", highlight=False)
+        elif kind == "epoch":
+            progress.update(task, completed=event["epoch"])
+        elif kind == "measure":
+            plane_name, plane = next(iter(event["planes"].items()))
+            layer = layer_names[-2] if len(layer_names) >= 2 else "last"
+            progress.update(task, mi=f"{plane_name} {layer} I(X;T)={plane['ixt'][-2]:.2f} I(T;Y)={plane['ity'][-2]:.2f}")
+
+    try:
+        with progress:
+            summary = execute(cfg, on_event=on_event)
+    except UserError as exc:
+        fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        out.print(summary_table(summary))
+    if summary["status"] == "failed":
+        fail(f"run failed: {summary['error']} (see {summary['run_dir']}/worker.log)", code=1)
+    if summary["status"] == "stopped":
+        err.print(f"stopped; {summary['measured_epochs']} measured epochs kept in {summary['run_dir']}")
+        raise typer.Exit(EXIT_STOPPED)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl+C outside a run (a run records it as `stopped`)
+        err.print("interrupted")
+        sys.exit(EXIT_STOPPED)

@@ -1,0 +1,372 @@
+"""Run configuration: presets (TOML) → validated dataclasses, with ``--set key=value`` overrides.
+
+A preset file has a top-level ``description`` and the tables ``[data]``, ``[model]``,
+``[train]``, ``[schedule]``, ``[store]`` and ``[estimators.NAME]`` (one table per estimator
+to run, NAME from ``ibtui.estimators.ESTIMATORS``). Missing fields take the defaults below.
+Every problem raises :class:`ibtui.errors.UserError` with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from ibtui.errors import UserError
+from ibtui.estimators import ESTIMATORS, Estimator
+
+ACTIVATIONS = ("tanh", "relu", "linear", "sigmoid", "softplus", "elu")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("every", "every_n", "log", "stepped", "delta_exact", "delta_approx")
+MI_SETS = ("all", "train", "test")
+INITS = ("idnns", "torch")
+
+
+@dataclass
+class DataConfig:
+    """dataset: ``12bit`` | ``mat:PATH`` | ``mnist`` | ``fashion-mnist`` | ``npz:PATH``.
+
+    train_fraction: share of samples used for training (ignored when the dataset has a
+    predefined test split, as MNIST does). mi_set: samples on which MI is measured.
+    mi_max_samples: cap on the MI set (0 = no cap; a seeded random subset otherwise).
+    """
+
+    dataset: str = "12bit"
+    train_fraction: float = 0.8
+    shuffle: bool = True
+    mi_set: str = "all"
+    mi_max_samples: int = 0
+    data_dir: str = ""
+
+
+@dataclass
+class ModelConfig:
+    """An MLP: hidden ``widths``, ``activation`` after each, softmax output.
+
+    init: ``idnns`` (truncated normal, std 1/sqrt(fan_in), zero biases) or ``torch`` (PyTorch default).
+    """
+
+    widths: list[int] = field(default_factory=lambda: [10, 7, 5, 4, 3])
+    activation: str = "tanh"
+    init: str = "idnns"
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser settings. epochs: training epochs; epoch 0 is the untrained network."""
+
+    optimizer: str = "adam"
+    lr: float = 4e-4
+    momentum: float = 0.0
+    batch_size: int = 256
+    epochs: int = 10000
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class ScheduleConfig:
+    """Which epochs get measured (see ``ibtui.engine.schedule``).
+
+    every_n uses ``every``; log uses ``points`` (IDNNs: 400 log2-spaced points, deduplicated);
+    delta_exact / delta_approx use ``delta`` (bits, largest allowed move of any layer on the
+    plane of ``estimator``, "" = the first plane), ``initial_skip`` and ``max_skip``.
+    """
+
+    kind: str = "stepped"
+    every: int = 10
+    points: int = 400
+    delta: float = 0.1
+    initial_skip: int = 1
+    max_skip: int = 256
+    estimator: str = ""
+
+
+@dataclass
+class StoreConfig:
+    """Run directory options: ``checkpoints`` keeps the weights at every measured epoch."""
+
+    runs_dir: str = "runs"
+    checkpoints: bool = True
+
+
+@dataclass
+class Config:
+    preset: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    estimators: dict[str, Estimator] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fully resolved configuration (the shape of the TOML)."""
+        out: dict[str, Any] = {"preset": self.preset, "description": self.description}
+        for name in SECTIONS:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        out["estimators"] = {k: dataclasses.asdict(v) for k, v in self.estimators.items()}
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "schedule": ScheduleConfig,
+    "store": StoreConfig,
+}
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def preset_dirs() -> list[Path]:
+    """Where presets live, in lookup order: the user's config dir, then the bundled ones."""
+    dirs = []
+    user = os.environ.get("IBTUI_CONFIG_DIR") or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "ibtui"
+    )
+    dirs.append(Path(user) / "presets")
+    here = Path(__file__).resolve().parent
+    dirs.append(here / "_presets")  # installed wheel
+    dirs.append(here.parent / "presets")  # source checkout / editable install
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_presets() -> dict[str, Path]:
+    """Preset name → file, the first directory in ``preset_dirs()`` winning."""
+    found: dict[str, Path] = {}
+    for d in preset_dirs():
+        for path in sorted(d.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return dict(sorted(found.items()))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+
+
+def preset_description(path: Path) -> str:
+    try:
+        return str(read_toml(path).get("description", ""))
+    except UserError as exc:
+        return f"(unreadable: {exc})"
+
+
+def load_preset(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Resolve a preset name (or a path to a .toml file), apply overrides, validate."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise UserError(f"preset file not found: {name_or_path}")
+        name = path.stem
+    else:
+        presets = available_presets()
+        if name_or_path not in presets:
+            valid = ", ".join(presets) or "(none found)"
+            raise UserError(f"unknown preset '{name_or_path}'; valid presets: {valid}")
+        path, name = presets[name_or_path], name_or_path
+    raw = read_toml(path)
+    raw.setdefault("preset", name)
+    for item in overrides:
+        apply_override(raw, item)
+    return config_from_dict(raw, source=str(path))
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def parse_value(text: str) -> Any:
+    """A TOML literal (``500``, ``1e-3``, ``true``, ``[10, 7]``, ``"x"``) or else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``section.key=value`` (or ``estimators.NAME.key=value``) to a raw preset dict."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"override '{item}' is not of the form key=value (e.g. train.epochs=500)")
+    parts = key.split(".")
+    top_level = {"description", "preset"}
+    if len(parts) == 1 and parts[0] in top_level:
+        raw[parts[0]] = value
+        return
+    if parts[0] == "estimators":
+        if len(parts) == 2:  # estimators.kde=false disables, =true enables with defaults
+            flag = parse_value(value)
+            if not isinstance(flag, bool):
+                raise UserError(f"override '{item}': use {key}=true|false or {key}.PARAM=VALUE")
+            if parts[1] not in ESTIMATORS:
+                raise UserError(f"unknown estimator '{parts[1]}'; valid: {', '.join(ESTIMATORS)}")
+            ests = raw.setdefault("estimators", {})
+            if flag:
+                ests.setdefault(parts[1], {})
+            else:
+                ests.pop(parts[1], None)
+            return
+        if len(parts) != 3:
+            raise UserError(f"override key '{key}' should be estimators.NAME.PARAM")
+        raw.setdefault("estimators", {}).setdefault(parts[1], {})[parts[2]] = parse_value(value)
+        return
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        valid = ", ".join([*SECTIONS, "estimators"])
+        raise UserError(f"unknown override key '{key}'; keys are SECTION.FIELD with SECTION one of {valid}")
+    section = raw.setdefault(parts[0], {})
+    if not isinstance(section, dict):
+        raise UserError(f"[{parts[0]}] in the preset is not a table")
+    section[parts[1]] = parse_value(value)
+
+
+# ----------------------------------------------------------------------------- building & validation
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check/convert a TOML value against a dataclass field type; one-line error otherwise."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if isinstance(value, str):  # "10,7,5" from the command line
+            value = [parse_value(v.strip()) for v in value.strip("[]").split(",") if v.strip()]
+        if isinstance(value, list):
+            return [_coerce(v, item_hint, where) for v in value]
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where)
+            except UserError:
+                continue
+    else:  # pragma: no cover - programming error
+        raise TypeError(f"unsupported field type {hint!r}")
+    name = getattr(hint, "__name__", str(hint))
+    raise UserError(f"{where} must be {_article(name)}, got {value!r}")
+
+
+def _article(type_name: str) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
+        type_name, type_name
+    )
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise UserError(f"[{where}] must be a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls) if f.init]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise UserError(f"unknown key '{where}.{unknown[0]}'; valid keys in [{where}]: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Build and validate a Config from a raw (TOML-shaped) dict."""
+    raw = dict(raw)
+    top = {"preset", "description", "estimators", *SECTIONS}
+    unknown = sorted(set(raw) - top)
+    if unknown:
+        raise UserError(f"{source}: unknown key '{unknown[0]}'; valid top-level keys: {', '.join(sorted(top))}")
+    cfg = Config(
+        preset=_coerce(raw.get("preset", "custom"), str, "preset"),
+        description=_coerce(raw.get("description", ""), str, "description"),
+    )
+    for name, cls in SECTIONS.items():
+        setattr(cfg, name, _build(cls, raw.get(name, {}), name))
+    ests = raw.get("estimators", {})
+    if not isinstance(ests, dict):
+        raise UserError("[estimators] must be a table of [estimators.NAME] tables")
+    for name, params in ests.items():
+        if name not in ESTIMATORS:
+            raise UserError(f"unknown estimator '{name}'; valid: {', '.join(ESTIMATORS)}")
+        est = _build(ESTIMATORS[name], params, f"estimators.{name}")
+        est.validate()
+        cfg.estimators[name] = est
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _choice(value: str, options: tuple[str, ...], where: str) -> None:
+    _check(value in options, f"{where} must be one of {', '.join(options)}; got '{value}'")
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values with one line each."""
+    d, m, t, s = cfg.data, cfg.model, cfg.train, cfg.schedule
+    _check(bool(d.dataset.strip()), "data.dataset must not be empty")
+    _check(0.0 < d.train_fraction <= 1.0, f"data.train_fraction must be in (0, 1]; got {d.train_fraction}")
+    _choice(d.mi_set, MI_SETS, "data.mi_set")
+    _check(d.mi_max_samples >= 0, f"data.mi_max_samples must be >= 0; got {d.mi_max_samples}")
+    _check(all(w >= 1 for w in m.widths), f"model.widths must be positive integers; got {m.widths}")
+    _check(len(m.widths) >= 1, "model.widths needs at least one hidden layer")
+    _choice(m.activation, ACTIVATIONS, "model.activation")
+    _choice(m.init, INITS, "model.init")
+    _choice(t.optimizer, OPTIMIZERS, "train.optimizer")
+    _check(math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a positive number; got {t.lr}")
+    _check(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"train.momentum must be in [0, 1); got {t.momentum}")
+    _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")
+    _check(t.epochs >= 0, f"train.epochs must be >= 0; got {t.epochs}")
+    _check(t.seed >= 0, f"train.seed must be >= 0; got {t.seed}")
+    _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+           f"train.device must be auto, cpu, cuda or cuda:N; got '{t.device}'")
+    _choice(s.kind, SCHEDULES, "schedule.kind")
+    _check(s.every >= 1, f"schedule.every must be >= 1; got {s.every}")
+    _check(s.points >= 2, f"schedule.points must be >= 2; got {s.points}")
+    _check(math.isfinite(s.delta) and s.delta > 0, f"schedule.delta must be > 0 bits; got {s.delta}")
+    _check(s.initial_skip >= 1, f"schedule.initial_skip must be >= 1; got {s.initial_skip}")
+    _check(s.max_skip >= s.initial_skip, f"schedule.max_skip must be >= schedule.initial_skip; got {s.max_skip}")
+    _check(bool(cfg.store.runs_dir.strip()), "store.runs_dir must not be empty")
+    _check(len(cfg.estimators) >= 1, "at least one [estimators.NAME] table is needed; valid: " + ", ".join(ESTIMATORS))
+    if s.estimator:
+        planes = [p for est in cfg.estimators.values() for p in est.planes]
+        _check(s.estimator in planes, f"schedule.estimator '{s.estimator}' is not a plane of this run; planes: {', '.join(planes)}")
+
+
+def all_planes(cfg: Config) -> list[str]:
+    return [p for est in cfg.estimators.values() for p in est.planes]

@@ -1,0 +1,1 @@
+"""Headless engine: data, model, training loop, schedules, run store. Never imports textual."""

@@ -1,0 +1,186 @@
+"""The run directory: the contract between the engine, replay and other tools.
+
+``runs/<preset>-<UTC time>/`` holds
+- ``config.toml``: the fully resolved configuration;
+- ``meta.json``: versions, device, seed, layer names, planes, status
+  (running | done | stopped | failed) and error; rewritten atomically;
+- ``events.jsonl``: append-only, one JSON object per measured epoch (flushed and fsynced);
+  readers skip a torn last line, so a run killed at any instant stays readable;
+- ``planes.npz`` and ``curves.npz``: arrays written atomically (temp file, fsync, rename);
+- ``checkpoints/e<epoch>.npz``: the weights at each measured epoch (plain arrays, no pickle);
+- ``worker.log``: the engine's log.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ibtui.errors import UserError
+
+EVENTS = "events.jsonl"
+META = "meta.json"
+CONFIG = "config.toml"
+PLANES = "planes.npz"
+CURVES = "curves.npz"
+CHECKPOINTS = "checkpoints"
+LOG = "worker.log"
+
+
+def utc_stamp(t: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save arrays as an uncompressed .npz atomically (no pickled objects allowed)."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Load every array of an .npz safely (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def iter_events(path: Path) -> Iterator[dict[str, Any]]:
+    """The complete JSON lines of an events file; a torn or corrupt line is skipped."""
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break  # torn last line of a killed writer
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    yield event
+    except FileNotFoundError:
+        return
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    return list(iter_events(Path(run_dir) / EVENTS))
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / META
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not an ibtui run directory (no {META})") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} is not a JSON object")
+    return meta
+
+
+def checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"e{epoch:07d}.npz"
+
+
+class RunStore:
+    """Writer of one run directory. Create with :meth:`create`; all writes are crash-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.meta: dict[str, Any] = {}
+        self._events = None
+
+    @classmethod
+    def create(cls, runs_dir: Path, preset: str, config_toml: str, meta: dict[str, Any]) -> "RunStore":
+        """Make a new, uniquely named run directory (never reusing an existing one)."""
+        runs_dir = Path(runs_dir)
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create runs directory {runs_dir}: {exc.strerror or exc}") from None
+        base = f"{preset}-{utc_stamp()}"
+        for i in range(1000):
+            path = runs_dir / (base if i == 0 else f"{base}-{i}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise UserError(f"cannot create run directory in {runs_dir}: {exc.strerror or exc}") from None
+        else:  # pragma: no cover
+            raise UserError(f"cannot find a free run directory name in {runs_dir}")
+        store = cls(path)
+        try:
+            (path / CHECKPOINTS).mkdir()
+            atomic_write_bytes(path / CONFIG, config_toml.encode())
+            store.meta = {"id": path.name, **meta, "status": "running", "error": None,
+                          "created": utc_stamp(), "updated": utc_stamp()}
+            store.write_meta()
+            store._events = open(path / EVENTS, "ab")
+        except OSError as exc:
+            raise UserError(f"cannot write run directory {path}: {exc.strerror or exc}") from None
+        return store
+
+    def write_meta(self, **updates: Any) -> None:
+        self.meta.update(updates)
+        self.meta["updated"] = utc_stamp()
+        atomic_write_bytes(self.path / META, (json.dumps(self.meta, indent=2, allow_nan=False) + "\n").encode())
+
+    def append_event(self, event: dict[str, Any]) -> None:
+        """Append one JSON line and fsync it: the line is either complete on disk or absent."""
+        assert self._events is not None
+        self._events.write((json.dumps(event, allow_nan=True, separators=(",", ":")) + "\n").encode())
+        self._events.flush()
+        os.fsync(self._events.fileno())
+
+    def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        atomic_write_npz(self.path / name, arrays)
+
+    def write_checkpoint(self, epoch: int, weights: dict[str, np.ndarray]) -> None:
+        atomic_write_npz(checkpoint_path(self.path, epoch), weights)
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None

@@ -1,0 +1,106 @@
+"""The command line through typer's runner: presets, runs, and one-line errors with exit code 2."""
+
+import json
+import tomllib
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ibtui.cli import app
+
+runner = CliRunner()
+TINY = ["--set", "train.epochs=6", "--set", "schedule.kind=every_n", "--set", "schedule.every=3",
+        "--set", "estimators.kde=false", "--device", "cpu"]
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_presets_lists_every_preset_with_its_description():
+    result = invoke("presets")
+    assert result.exit_code == 0
+    for name in ("quick", "tishby-tanh", "saxe-tanh", "saxe-relu", "mnist-tanh", "mnist-relu"):
+        assert name in result.output
+    assert "Saxe" in result.output
+
+
+def test_presets_show_prints_resolved_toml_with_overrides():
+    result = invoke("presets", "show", "saxe-relu", "--set", "train.epochs=500")
+    assert result.exit_code == 0
+    data = tomllib.loads(result.output)
+    assert data["train"]["epochs"] == 500 and data["model"]["activation"] == "relu"
+    assert data["train"]["momentum"] == 0.0  # defaults are filled in
+
+
+def test_presets_show_unknown_preset_is_a_one_line_error():
+    assert_one_line_error(invoke("presets", "show", "nope"), "valid presets:")
+
+
+def test_run_json_prints_a_machine_readable_summary(tmp_path):
+    result = invoke("run", "--preset", "quick", *TINY, "--runs-dir", str(tmp_path), "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "done" and summary["epochs_done"] == 6
+    assert [row["layer"] for row in summary["planes"]["binning"]][-1] == "softmax:2"
+    assert (tmp_path / summary["run_dir"].split("/")[-1] / "events.jsonl").is_file()
+
+
+def test_run_prints_a_summary_table(tmp_path):
+    result = invoke("run", "--preset", "quick", *TINY, "--runs-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "peak I(X;T)" in result.output and "h5:3" in result.output and "softmax:2" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--set", "train.epochs=-5"], "train.epochs must be >= 0"),
+        (["--set", "train.epoch=5"], "unknown key 'train.epoch'"),
+        (["--set", "estimators.binning_fixed.bins=0"], "bins"),
+        (["--set", "estimators.kde.noise_variance=0"], "noise_variance"),
+        (["--set", "data.dataset=mat:/nonexistent/var_u.mat"], "/nonexistent/var_u.mat"),
+        (["--set", "data.dataset=bogus"], "bogus"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run_directory(tmp_path, args, fragment):
+    result = invoke("run", *args, "--runs-dir", str(tmp_path / "runs"), "--quiet")
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_on_cuda_without_cuda_is_a_one_line_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = invoke("run", "--device", "cuda", "--runs-dir", str(tmp_path / "runs"), "--quiet")
+    assert_one_line_error(result, "CUDA is not available")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_arguments_shows_help():
+    result = invoke()
+    assert "run" in result.output and "presets" in result.output
+
+
+def test_quick_preset_runs_end_to_end_and_shows_the_fitting_phase(tmp_path):
+    result = invoke("run", "--preset", "quick", "--device", "cpu", "--runs-dir", str(tmp_path), "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "done" and summary["epochs_done"] == summary["epochs_total"]
+    assert summary["test_acc"] > 0.8
+    from ibtui.engine.store import read_events
+
+    events = read_events(summary["run_dir"])
+    ity_last_hidden = [e["planes"]["binning"]["ity"][-2] for e in events]
+    assert ity_last_hidden[-1] > ity_last_hidden[0] + 0.3  # fitting: the 3-unit layer learns about Y
+    assert set(events[-1]["planes"]) == {"binning", "kde_upper", "kde_lower"}
