@@ -21,8 +21,8 @@ from ibtui.errors import UserError
 app = typer.Typer(
     name="ibtui",
     help="Information-plane research in the terminal: train small networks and watch I(X;T), I(T;Y) in bits.",
-    no_args_is_help=True,
     add_completion=False,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
 )
 presets_app = typer.Typer(help="List the presets, or show one fully resolved.", invoke_without_command=True)
@@ -37,6 +37,40 @@ EXIT_STOPPED = 130
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+# ----------------------------------------------------------------------------- TUI
+
+
+@app.callback()
+def tui(
+    ctx: typer.Context,
+    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where run directories are listed and written."),
+) -> None:
+    """With no command: the interactive app (pick a preset, launch, watch live, replay)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ibtui.tui.app import run_tui
+
+    try:
+        run_tui(runs_dir=runs_dir)
+    except UserError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def replay(
+    run_dirs: List[str] = typer.Argument(..., help="One run directory, or two to compare side by side."),
+) -> None:
+    """Review saved runs in the app (a run still being written is followed)."""
+    from ibtui.tui.app import run_tui
+
+    if len(run_dirs) > 2:
+        fail("replay takes one run directory, or two to compare")
+    try:
+        run_tui(replay=run_dirs)
+    except UserError as exc:
+        fail(str(exc))
 
 
 # ----------------------------------------------------------------------------- presets

@@ -87,8 +87,8 @@ def test_run_on_cuda_without_cuda_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_no_arguments_shows_help():
-    result = invoke()
+def test_help_lists_the_commands():
+    result = invoke("--help")
     assert "run" in result.output and "presets" in result.output
 
 

@@ -263,8 +263,12 @@ class Engine:
         self.store.write_arrays(CURVES, {k: np.asarray(v) for k, v in self.curves.items()})
 
     # ------------------------------------------------------------------ main loop
-    def run(self, stop: StopFlag | None) -> str:
-        """Train and measure until done or stopped; returns the final status."""
+    def wait_while_paused(self, stop: StopFlag | None, pause: StopFlag | None) -> None:
+        while pause is not None and pause.is_set() and not (stop is not None and stop.is_set()):
+            time.sleep(0.05)
+
+    def run(self, stop: StopFlag | None, pause: StopFlag | None = None) -> str:
+        """Train and measure until done or stopped; returns the final status. Idles while ``pause`` is set."""
         cfg, sched = self.cfg, self.schedule
         keep = sched.keeps_skipped_weights
         kept: dict[int, dict[str, torch.Tensor]] = {}
@@ -272,6 +276,7 @@ class Engine:
         next_epoch: int | None = sched.first()
         epoch = 0
         while next_epoch is not None:
+            self.wait_while_paused(stop, pause)
             if stop is not None and stop.is_set():
                 return "stopped"
             if epoch > 0:
@@ -344,8 +349,10 @@ def _versions() -> dict[str, str]:
 
 
 def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | None = None,
-            runs_dir: str | Path | None = None) -> dict[str, Any]:
+            runs_dir: str | Path | None = None, pause: StopFlag | None = None) -> dict[str, Any]:
     """Run ``cfg`` to the end (or until ``stop`` is set / Ctrl+C). Returns the summary dict.
+
+    ``stop`` and ``pause`` are anything with ``is_set()`` (threading or multiprocessing Events).
 
     Raises UserError for bad input before anything is written. Once the run directory exists
     every outcome is recorded in meta.json: done, stopped (stop flag or KeyboardInterrupt,
@@ -374,7 +381,7 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
     started = time.perf_counter()
     status, error = "failed", None
     try:
-        status = engine.run(stop)
+        status = engine.run(stop, pause)
     except KeyboardInterrupt:
         status = "stopped"
     except Diverged as exc:

@@ -1,0 +1,121 @@
+"""The Textual app: home, live runs in worker processes, replay and comparison.
+
+The app only routes: state is in ``RunView``, figures in ``plots``, the engine in a spawned
+process (``ibtui.engine.process``). Every binding is also a command palette entry (Ctrl+P)
+and is listed by ``?``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from ibtui.config import Config
+from ibtui.engine.process import Worker, context, start_worker
+from ibtui.errors import UserError
+from ibtui.tui.home import HomeScreen
+from ibtui.tui.run_screen import CompareScreen, RunScreen
+from ibtui.tui.state import RunView
+from ibtui.tui.widgets import ConfirmScreen, HelpScreen
+
+
+def binding_rows(screen: Screen, app: App) -> list[tuple[str, str]]:
+    """(keys, description) for every binding of ``screen`` and the app, in declaration order."""
+    rows: list[tuple[str, str]] = []
+    seen = set()
+    for node in (screen, app):
+        for binding in node.BINDINGS:
+            if not isinstance(binding, Binding) or not binding.description or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            keys = ", ".join(k.strip().replace("question_mark", "?").replace("ctrl+", "Ctrl+")
+                             for k in binding.key.split(","))
+            rows.append((keys, binding.description))
+    return rows
+
+
+class IbtuiApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "ibtui"
+    BINDINGS = [
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_app", "Quit"),
+        Binding("h", "home", "Home", show=False),
+    ]
+
+    def __init__(self, replay: list[str] | None = None, runs_dir: str = "runs") -> None:
+        super().__init__()
+        self.replay_paths = replay or []
+        self.runs_dir = runs_dir
+        self.workers_started: list[Worker] = []
+
+    def on_mount(self) -> None:
+        self.push_screen(HomeScreen(self.runs_dir))
+        if self.replay_paths:
+            self.open_replay(self.replay_paths)
+
+    # ------------------------------------------------------------------ routing
+    def open_replay(self, paths: list[str]) -> None:
+        try:
+            views = [RunView.from_run_dir(p) for p in paths]
+        except UserError as exc:
+            self.notify(str(exc), title="cannot replay", severity="error")
+            return
+        self.push_screen(RunScreen(views[0]) if len(views) == 1 else CompareScreen(views))
+
+    def launch(self, cfg: Config) -> None:
+        """Start the engine on ``cfg`` in a spawned process and show its live screen."""
+        worker = start_worker(cfg.to_dict())
+        self.workers_started.append(worker)
+        self.push_screen(RunScreen(RunView(title=cfg.preset, status="starting",
+                                           epochs_total=cfg.train.epochs), worker=worker))
+
+    def running_workers(self) -> list[Worker]:
+        return [w for w in self.workers_started if w.alive]
+
+    # ------------------------------------------------------------------ actions
+    def action_home(self) -> None:
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(binding_rows(self.screen, self)))
+
+    def action_quit_app(self) -> None:
+        if not self.running_workers():
+            self.exit()
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(ConfirmScreen("A run is still going. Stop it and quit? Its measured epochs are kept."), answer)
+
+    def on_unmount(self) -> None:
+        for worker in self.workers_started:
+            worker.shutdown()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for node in (screen, self):
+            for binding in node.BINDINGS:
+                if isinstance(binding, Binding) and binding.description:
+                    key = binding.key.split(",")[0].replace("question_mark", "?")
+                    yield SystemCommand(binding.description, f"key: {key}", partial(node.run_action, binding.action))
+
+
+def run_tui(replay: list[str] | None = None, runs_dir: str = "runs") -> None:
+    """Start the app (the spawn machinery first, so workers can start under Textual)."""
+    context()
+    for path in replay or []:
+        if not Path(path).exists():
+            raise UserError(f"{path} does not exist")
+        RunView.from_run_dir(path)  # a foreign or corrupt directory fails here, before the UI starts
+    IbtuiApp(replay=replay, runs_dir=runs_dir).run()

@@ -1,0 +1,224 @@
+"""Home screen: presets, a form of the common settings, and the runs already on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, Select
+from textual.widgets.option_list import Option
+
+from ibtui.config import ACTIVATIONS, SCHEDULES, Config, available_presets, load_preset, preset_description
+from ibtui.errors import UserError
+from ibtui.estimators import ESTIMATORS
+from ibtui.tui.state import list_runs
+
+
+@dataclass(frozen=True)
+class Field:
+    """One form field: its override key and how to read it from a resolved Config."""
+
+    key: str
+    label: str
+    choices: tuple[str, ...] = ()
+
+
+FIELDS = [
+    Field("data.dataset", "dataset (12bit | mat:PATH | npz:PATH | mnist | fashion-mnist)"),
+    Field("model.activation", "activation", ACTIVATIONS),
+    Field("model.widths", "hidden widths"),
+    Field("estimators", f"estimators ({', '.join(ESTIMATORS)})"),
+    Field("estimators.binning.bin_size", "binning: bin size"),
+    Field("estimators.binning_fixed.bins", "binning_fixed: number of edges"),
+    Field("estimators.kde.noise_variance", "kde: noise variance σ²"),
+    Field("schedule.kind", "epoch schedule", SCHEDULES),
+    Field("train.epochs", "epochs"),
+    Field("train.seed", "seed"),
+    Field("train.device", "device", ("auto", "cpu", "cuda")),
+]
+
+
+def field_id(key: str) -> str:
+    return "f-" + key.replace(".", "-").replace("_", "-")
+
+
+def current_value(cfg: Config, key: str) -> str:
+    """The text a form field shows for ``key`` in a resolved config ('' when not applicable)."""
+    if key == "estimators":
+        return ",".join(cfg.estimators)
+    parts = key.split(".")
+    if parts[0] == "estimators":
+        est = cfg.estimators.get(parts[1])
+        return "" if est is None else str(getattr(est, parts[2]))
+    value = getattr(getattr(cfg, parts[0]), parts[1])
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def form_overrides(cfg: Config, values: dict[str, str]) -> list[str]:
+    """``--set`` overrides for the fields whose text differs from the preset's value."""
+    overrides: list[str] = []
+    wanted = [e.strip() for e in values.get("estimators", "").split(",") if e.strip()]
+    if "estimators" in values and wanted != list(cfg.estimators):
+        for name in cfg.estimators:
+            if name not in wanted:
+                overrides.append(f"estimators.{name}=false")
+        for name in wanted:
+            overrides.append(f"estimators.{name}=true")
+    for key, text in values.items():
+        if key == "estimators" or text.strip() == current_value(cfg, key):
+            continue
+        parts = key.split(".")
+        if parts[0] == "estimators" and (parts[1] not in wanted or not text.strip()):
+            continue
+        value = text.strip()
+        if key in ("data.dataset", "model.activation", "schedule.kind", "train.device"):
+            value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+class HomeScreen(Screen):
+    BINDINGS = [
+        Binding("l", "launch", "Launch"),
+        Binding("o", "open_run", "Replay run"),
+        Binding("m", "mark", "Mark run"),
+        Binding("c", "compare", "Compare marked"),
+        Binding("r", "refresh_runs", "Refresh runs"),
+    ]
+
+    def __init__(self, runs_dir: str = "runs") -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.presets = available_presets()
+        self.preset = "quick" if "quick" in self.presets else next(iter(self.presets), "")
+        self.cfg: Config | None = None
+        self.marked: list[str] = []
+        self.run_paths: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="home-top"):
+            with Vertical(id="presets-box"):
+                yield Label("Presets", classes="section")
+                yield OptionList(*[Option(f"{name}\n[dim]{preset_description(path)}[/dim]", id=name)
+                                   for name, path in self.presets.items()], id="presets")
+            with VerticalScroll(id="form"):
+                yield Label("Settings (l launches)", classes="section")
+                for f in FIELDS:
+                    yield Label(f.label, classes="field-label")
+                    if f.choices:
+                        yield Select([(c, c) for c in f.choices], id=field_id(f.key), allow_blank=False, compact=True)
+                    else:
+                        yield Input(id=field_id(f.key), compact=True)
+        yield Label(f"Runs in {self.runs_dir}/ (o replays, m marks, c compares marked)", classes="section")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "ibtui"
+        self.sub_title = "home"
+        table = self.query_one("#runs", DataTable)
+        table.add_columns("", "run", "status", "preset", "created", "epochs")
+        self.action_refresh_runs()
+        options = self.query_one("#presets", OptionList)
+        if self.preset:
+            options.highlighted = list(self.presets).index(self.preset)
+            self.fill_form(self.preset)
+        options.focus()
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh_runs()
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id:
+            self.fill_form(event.option.id)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.query_one(f"#{field_id(FIELDS[0].key)}").focus()
+
+    def fill_form(self, name: str) -> None:
+        try:
+            cfg = load_preset(name)
+        except UserError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.preset, self.cfg = name, cfg
+        for f in FIELDS:
+            widget = self.query_one(f"#{field_id(f.key)}")
+            value = current_value(cfg, f.key)
+            if isinstance(widget, Select):
+                if value not in f.choices:
+                    widget.set_options([(c, c) for c in (*f.choices, value)])
+                widget.value = value
+            else:
+                widget.value = value
+
+    def form_values(self) -> dict[str, str]:
+        values = {}
+        for f in FIELDS:
+            widget = self.query_one(f"#{field_id(f.key)}")
+            values[f.key] = str(widget.value) if widget.value is not None else ""
+        return values
+
+    def resolved_config(self) -> Config | None:
+        """The preset with the form's changes applied, or None (with an error shown)."""
+        if self.cfg is None:
+            self.notify("pick a preset first", severity="warning")
+            return None
+        try:
+            return load_preset(self.preset, form_overrides(self.cfg, self.form_values()))
+        except UserError as exc:
+            self.notify(str(exc), title="cannot launch", severity="error")
+            return None
+
+    # ------------------------------------------------------------------ runs
+    def action_refresh_runs(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        table.clear()
+        rows = list_runs(self.runs_dir)
+        self.run_paths = [r["path"] for r in rows]
+        for r in rows:
+            table.add_row("*" if r["path"] in self.marked else "", r["id"], r["status"], r["preset"], r["created"],
+                          r["epochs"], key=r["path"])
+
+    def selected_run(self) -> str | None:
+        table = self.query_one("#runs", DataTable)
+        if not self.run_paths or table.cursor_row is None or table.cursor_row >= len(self.run_paths):
+            return None
+        return self.run_paths[table.cursor_row]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_run()
+
+    def action_open_run(self) -> None:
+        path = self.selected_run()
+        if path is None:
+            self.notify("no run selected", severity="warning")
+            return
+        self.app.open_replay([path])
+
+    def action_mark(self) -> None:
+        path = self.selected_run()
+        if path is None:
+            return
+        if path in self.marked:
+            self.marked.remove(path)
+        else:
+            self.marked.append(path)
+        row = self.query_one("#runs", DataTable).cursor_row
+        self.action_refresh_runs()
+        self.query_one("#runs", DataTable).move_cursor(row=row)
+
+    def action_compare(self) -> None:
+        if len(self.marked) < 2:
+            self.notify("mark two runs with m first", severity="warning")
+            return
+        self.app.open_replay(self.marked[:2])
+
+    def action_launch(self) -> None:
+        cfg = self.resolved_config()
+        if cfg is not None:
+            self.app.launch(cfg)

@@ -1,0 +1,124 @@
+"""Terminal figures drawn with plotext, as ANSI strings (no Textual here).
+
+plotext keeps global state: call these from one thread (the UI's) only.
+Colours: every point of a trajectory is coloured by its epoch (log scale), in a few bins.
+"""
+
+from __future__ import annotations
+
+import math
+
+import plotext as plt
+
+from ibtui.tui.state import RunView
+
+EPOCH_BINS = 8
+# A viridis-like ramp, dark (early epochs) to bright (late epochs).
+RAMP = [(68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142), (31, 158, 137),
+        (53, 183, 121), (109, 205, 89), (180, 222, 44), (253, 231, 37)]
+LAYER_MARKERS = ["●", "◆", "■", "▲", "▼", "★", "✚", "✖", "○", "◇"]
+
+
+def ramp_colour(fraction: float) -> tuple[int, int, int]:
+    """Colour at ``fraction`` ∈ [0, 1] along the ramp, quantized to EPOCH_BINS bins."""
+    fraction = min(1.0, max(0.0, fraction))
+    step = round(fraction * (EPOCH_BINS - 1)) / (EPOCH_BINS - 1)
+    return RAMP[round(step * (len(RAMP) - 1))]
+
+
+def epoch_fraction(epoch: int, first: int, last: int) -> float:
+    """Position of ``epoch`` between ``first`` and ``last`` on a log1p scale."""
+    if last <= first:
+        return 1.0
+    return (math.log1p(epoch - first)) / math.log1p(last - first)
+
+
+def _start(width: int, height: int, title: str = "") -> None:
+    plt.clear_figure()
+    plt.plotsize(max(width, 10), max(height, 5))
+    plt.theme("pro")
+    if title:
+        plt.title(title)
+
+
+def empty_figure(width: int, height: int, message: str) -> str:
+    _start(width, height, message)
+    plt.xlim(0, 1)
+    plt.ylim(0, 1)
+    plt.xticks([])
+    plt.yticks([])
+    return plt.build()
+
+
+def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int | None = None) -> str:
+    """Information plane of one estimator: x = I(X;T), y = I(T;Y) in bits, one trajectory per layer.
+
+    Points are coloured by epoch; the layers at the latest epoch (or at ``cursor``) are joined.
+    H(X) and H(Y) are marked by dashed lines when known.
+    """
+    points = view.planes.get(plane)
+    if not points:
+        return empty_figure(width, height, f"{plane or 'plane'}: waiting for the first measurement…")
+    epochs = sorted(points)
+    first, last = epochs[0], epochs[-1]
+    shown = last if cursor is None else (view.at_or_before(cursor) if view.at_or_before(cursor) is not None else first)
+    _start(width, height, f"{plane} · epoch {shown}")
+    x_max = max([view.h_x or 0.0] + [max(points[e][0]) for e in epochs]) * 1.05 or 1.0
+    y_max = max([view.h_y or 0.0] + [max(points[e][1]) for e in epochs]) * 1.08 or 1.0
+    plt.xlim(0, x_max)
+    plt.ylim(0, y_max)
+    plt.xlabel("I(X;T) bits")
+    plt.ylabel("I(T;Y) bits")
+    if view.h_x:
+        plt.vline(view.h_x, "gray")
+    if view.h_y:
+        plt.hline(view.h_y, "gray")
+    colours = [ramp_colour(epoch_fraction(e, first, last)) for e in epochs]
+    n_layers = len(points[first][0])
+    for layer in range(n_layers):
+        xs = [points[e][0][layer] for e in epochs]
+        ys = [points[e][1][layer] for e in epochs]
+        plt.scatter(xs, ys, color=colours, marker="dot")
+    joined = points[shown]
+    plt.plot(joined[0], joined[1], color="white", marker="braille")
+    names = view.layers if len(view.layers) == n_layers else [f"L{i + 1}" for i in range(n_layers)]
+    for layer in range(n_layers):
+        plt.scatter([joined[0][layer]], [joined[1][layer]], color="white",
+                    marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)], label=names[layer])
+    return plt.build()
+
+
+def schedule_figure(view: RunView, width: int, height: int) -> str:
+    """Measured epochs (x) against the skip to the next measurement (y)."""
+    epochs, skips = view.schedule_points()
+    if not skips:
+        return empty_figure(width, height, "schedule: no gaps yet")
+    _start(width, height, f"skip · {len(epochs)} measured")
+    plt.scatter(epochs[:-1], skips, color="cyan", marker="braille")
+    plt.xlim(0, max(view.epochs_total, epochs[-1], 1))
+    plt.ylim(0, max(skips) * 1.1 + 1)
+    return plt.build()
+
+
+def curves_figure(view: RunView, width: int, height: int) -> str:
+    """Training loss and train/test accuracy per epoch (at most ~width·2 points each)."""
+    c = view.curves
+    if not c["epoch"]:
+        measured = [(e, view.measures[e]) for e in view.epochs]
+        if not measured:
+            return empty_figure(width, height, "curves: no epochs yet")
+        xs = [e for e, _ in measured]
+        series = {k: [math.nan if m.get(k) is None else m[k] for _, m in measured]
+                  for k in ("train_loss", "train_acc", "test_acc")}
+    else:
+        stride = max(1, len(c["epoch"]) // max(2 * width, 1))
+        xs = c["epoch"][::stride]
+        series = {k: c[k][::stride] for k in ("train_loss", "train_acc", "test_acc")}
+    _start(width, height, "loss · accuracy")
+    for key, colour in (("train_loss", "red"), ("train_acc", "green"), ("test_acc", "orange")):
+        pairs = [(x, y) for x, y in zip(xs, series[key]) if y is not None and math.isfinite(y)]
+        if pairs:
+            plt.plot([p[0] for p in pairs], [p[1] for p in pairs], color=colour, marker="braille",
+                     label=key.replace("_", " "))
+    plt.ylim(0, max(1.0, max((v for v in series["train_loss"] if v is not None and math.isfinite(v)), default=1.0)))
+    return plt.build()

@@ -1,0 +1,340 @@
+"""The run screen: information plane, skip schedule, training curves, status line and log.
+
+One screen for live runs (fed by a worker process) and replays (fed from a run directory,
+following it while it is still being written). State lives in :class:`RunView`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, RichLog, Static
+from textual.worker import get_current_worker
+
+from ibtui.engine.process import Worker
+from ibtui.errors import UserError
+from ibtui.tui.plots import curves_figure, plane_figure, schedule_figure
+from ibtui.tui.state import RunView
+from ibtui.tui.widgets import PlotView
+
+REDRAW_S = 0.5  # plots at most twice a second
+FOLLOW_S = 1.0
+PLAY_S = 0.15
+BATCH = 1000
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def status_line(view: RunView, plane: str, cursor: int | None, paused: bool = False) -> str:
+    rate = view.rate()
+    parts = [
+        f"[b]{view.status if not paused else 'paused'}[/b]",
+        f"epoch {view.epochs_done}/{view.epochs_total}",
+        f"{rate:,.1f} ep/s" if rate else None,
+        f"ETA {fmt_seconds(view.eta())}" if view.running else None,
+        f"{len(view.epochs)} measured",
+        str(view.meta.get("device", "")) or None,
+        f"estimator [b]{plane}[/b]" if plane else None,
+        f"cursor {cursor}" if cursor is not None else None,
+    ]
+    line = " · ".join(p for p in parts if p)
+    if view.error:
+        line += f" · [red]{view.error}[/red]"
+    return line
+
+
+class RunScreen(Screen):
+    """Live run or replay of one run directory."""
+
+    BINDINGS = [
+        Binding("space", "toggle", "Pause/Play"),
+        Binding("s", "stop", "Stop run"),
+        Binding("e", "export", "Export"),
+        Binding("p", "next_plane", "Estimator"),
+        Binding("left", "step(-1)", "◀ epoch", show=False),
+        Binding("right", "step(1)", "▶ epoch", show=False),
+        Binding("home", "jump(0)", "First epoch", show=False),
+        Binding("end", "jump(-1)", "Last epoch", show=False),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, view: RunView, worker: Worker | None = None, follow: bool | None = None) -> None:
+        super().__init__()
+        self.view = view
+        self.worker = worker
+        self.follow = (worker is None) if follow is None else follow
+        self.plane = view.plane_names[0] if view.plane_names else ""
+        self.cursor: int | None = None  # None = follow the latest epoch
+        self.playing = False
+        self._log_seen = 0
+        self._exited = False
+
+    @property
+    def live(self) -> bool:
+        return self.worker is not None
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        view = self.view
+        with Horizontal(id="body"):
+            yield PlotView(lambda w, h: plane_figure(view, self.plane, w, h, self.cursor), self.stamp, id="plane")
+            with Vertical(id="side"):
+                yield PlotView(lambda w, h: schedule_figure(view, w, h), lambda: view.version, id="schedule")
+                yield PlotView(lambda w, h: curves_figure(view, w, h), lambda: view.version, id="curves")
+        yield Static(id="status")
+        yield RichLog(id="log", max_lines=500, wrap=False, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "ibtui"
+        self.sub_title = self.view.title or ("live run" if self.live else "replay")
+        self.set_interval(REDRAW_S, self.redraw)
+        if self.live:
+            self.drain()
+        elif self.follow:
+            self.set_interval(FOLLOW_S, self.poll_disk)
+        self.set_interval(PLAY_S, self.play_tick)
+        self.update_status()
+        self.flush_log()
+
+    # ------------------------------------------------------------------ feeding
+    @work(thread=True, exclusive=True, group="drain")
+    def drain(self) -> None:
+        """Move worker events to the UI in batches (a thread: the event loop never blocks)."""
+        me = get_current_worker()
+        assert self.worker is not None
+        while not me.is_cancelled:
+            first = self.worker.get(timeout=0.1)
+            if first is None:
+                if not self.worker.alive:
+                    leftovers = []
+                    while (event := self.worker.get(timeout=0.05)) is not None:
+                        leftovers.append(event)
+                    if not any(e.get("type") == "exit" for e in leftovers) and not self._exited:
+                        code = self.worker.process.exitcode
+                        leftovers.append({"type": "crashed", "message": f"the worker process died (exit code {code})"})
+                    self.app.call_from_thread(self.apply_events, leftovers)
+                    return
+                continue
+            batch = [first]
+            while len(batch) < BATCH and (event := self.worker.get(timeout=0)) is not None:
+                batch.append(event)
+            self.app.call_from_thread(self.apply_events, batch)
+
+    def apply_events(self, events: list[dict[str, Any]]) -> None:
+        was_running = self.view.running
+        for event in events:
+            self.view.apply(event)
+            if event.get("type") == "exit":
+                self._exited = True
+            if event.get("type") == "error" and event.get("traceback"):
+                self.query_one("#log", RichLog).write(event["traceback"])
+        if not self.plane and self.view.plane_names:
+            self.plane = self.view.plane_names[0]
+        self.sub_title = self.view.title
+        if was_running != self.view.running:
+            self.refresh_bindings()
+        self.update_status()
+        self.flush_log()
+
+    def poll_disk(self) -> None:
+        if self.view.follow():
+            self.update_status()
+        self.view.refresh_meta()
+        self.flush_log()
+
+    # ------------------------------------------------------------------ drawing
+    def stamp(self) -> tuple:
+        return (self.view.version, self.plane, self.cursor)
+
+    def redraw(self) -> None:
+        for plot in self.query("PlotView"):
+            plot.refresh_if_stale()
+
+    def update_status(self) -> None:
+        paused = bool(self.worker and self.worker.paused and self.view.running)
+        self.query_one("#status", Static).update(status_line(self.view, self.plane, self.cursor, paused))
+
+    def flush_log(self) -> None:
+        lines = self.view.new_log_lines(self._log_seen)
+        self._log_seen = self.view.log_count
+        log = self.query_one("#log", RichLog)
+        for line in lines:
+            log.write(line)
+
+    # ------------------------------------------------------------------ actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self.live and self.view.running
+        return True
+
+    def action_toggle(self) -> None:
+        """Live: pause or resume the worker. Replay: play or pause the epoch animation."""
+        if self.live and self.view.running:
+            assert self.worker is not None
+            self.worker.pause(not self.worker.paused)
+            self.view.add_log("paused" if self.worker.paused else "resumed")
+        else:
+            epochs = self.view.epochs
+            if not epochs:
+                return
+            if not self.playing and (self.cursor is None or self.cursor >= epochs[-1]):
+                self.cursor = epochs[0]
+            self.playing = not self.playing
+        self.update_status()
+        self.flush_log()
+
+    def play_tick(self) -> None:
+        if self.playing:
+            self.action_step(1)
+            if self.cursor is None or self.cursor >= self.view.epochs[-1]:
+                self.playing = False
+
+    def action_stop(self) -> None:
+        if self.worker is not None and self.view.running:
+            self.worker.stop()
+            self.view.add_log("stop requested: finishing the current epoch")
+            self.flush_log()
+
+    def action_next_plane(self) -> None:
+        names = self.view.plane_names
+        if names:
+            self.plane = names[(names.index(self.plane) + 1) % len(names)] if self.plane in names else names[0]
+            self.update_status()
+            self.redraw()
+
+    def action_step(self, delta: int) -> None:
+        epochs = self.view.epochs
+        if not epochs:
+            return
+        current = self.view.at_or_before(self.cursor) if self.cursor is not None else epochs[-1]
+        index = epochs.index(current if current is not None else epochs[0])
+        self.cursor = epochs[max(0, min(len(epochs) - 1, index + delta))]
+        self.update_status()
+        self.redraw()
+
+    def action_jump(self, where: int) -> None:
+        epochs = self.view.epochs
+        if epochs:
+            self.cursor = epochs[0] if where == 0 else None
+            self.playing = False
+            self.update_status()
+            self.redraw()
+
+    def action_export(self) -> None:
+        from ibtui.tui.export import export_plane
+
+        if not self.view.run_dir:
+            self.notify("nothing to export yet", severity="warning")
+            return
+        try:
+            paths = export_plane(self.view, self.plane, Path(self.view.run_dir) / "export")
+        except UserError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        except OSError as exc:
+            self.notify(f"export failed: {exc}", severity="error")
+            return
+        names = ", ".join(p.name for p in paths)
+        self.view.add_log(f"exported {names} to {paths[0].parent}")
+        self.flush_log()
+        self.notify(f"exported {names}", title="export")
+
+    def action_back(self) -> None:
+        self.app.action_home()
+
+
+class CompareScreen(Screen):
+    """Two (or more) runs' planes side by side with one epoch cursor."""
+
+    BINDINGS = [
+        Binding("p", "next_plane", "Estimator"),
+        Binding("left", "step(-1)", "◀ epoch"),
+        Binding("right", "step(1)", "▶ epoch"),
+        Binding("home", "jump(0)", "First", show=False),
+        Binding("end", "jump(-1)", "Last", show=False),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, views: list[RunView]) -> None:
+        super().__init__()
+        self.views = views
+        common = [p for p in views[0].plane_names if all(p in v.plane_names for v in views[1:])]
+        self.planes = common or views[0].plane_names
+        self.plane = self.planes[0] if self.planes else ""
+        self.cursor: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="compare"):
+            for i, view in enumerate(self.views):
+                yield PlotView(self._drawer(view), lambda: (self.plane, self.cursor, *[v.version for v in self.views]),
+                               id=f"plane-{i}")
+        yield Static(id="status")
+        yield Footer()
+
+    def _drawer(self, view: RunView):
+        def draw(w: int, h: int) -> str:
+            figure = plane_figure(view, self.plane, w, h - 1, self.cursor)
+            return f"{view.title} ({view.meta.get('preset', '?')}, {view.status})\n{figure}"
+        return draw
+
+    def on_mount(self) -> None:
+        self.sub_title = " vs ".join(v.title for v in self.views)
+        self.set_interval(FOLLOW_S, self.poll)
+        self.update_status()
+
+    def poll(self) -> None:
+        for view in self.views:
+            view.follow()
+            view.refresh_meta()
+        self.refresh_plots()
+
+    def refresh_plots(self) -> None:
+        for plot in self.query("PlotView"):
+            plot.refresh_if_stale()
+
+    def update_status(self) -> None:
+        self.query_one("#status", Static).update(
+            f"estimator [b]{self.plane}[/b] · cursor {self.cursor if self.cursor is not None else 'latest'} · "
+            + " · ".join(f"{v.title}: {len(v.epochs)} measured" for v in self.views))
+
+    def all_epochs(self) -> list[int]:
+        return sorted({e for v in self.views for e in v.epochs})
+
+    def action_next_plane(self) -> None:
+        if self.planes:
+            self.plane = self.planes[(self.planes.index(self.plane) + 1) % len(self.planes)]
+            self.update_status()
+            self.refresh_plots()
+
+    def action_step(self, delta: int) -> None:
+        epochs = self.all_epochs()
+        if not epochs:
+            return
+        index = epochs.index(self.cursor) if self.cursor in epochs else len(epochs) - 1
+        self.cursor = epochs[max(0, min(len(epochs) - 1, index + delta))]
+        self.update_status()
+        self.refresh_plots()
+
+    def action_jump(self, where: int) -> None:
+        epochs = self.all_epochs()
+        self.cursor = (epochs[0] if epochs else None) if where == 0 else None
+        self.update_status()
+        self.refresh_plots()
+
+    def action_back(self) -> None:
+        self.app.action_home()
+

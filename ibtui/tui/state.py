@@ -1,0 +1,272 @@
+"""What a run screen shows, built from engine events (live) or a run directory (replay).
+
+Pure Python (no Textual): the screens only read a :class:`RunView` and call ``apply``.
+Every change bumps ``version`` so plots can cache their rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ibtui.engine.store import CONFIG, EVENTS, META, read_meta, read_npz
+from ibtui.errors import UserError
+
+
+@dataclass
+class RunView:
+    """The state of one run as the UI sees it. Values in bits; epochs as the engine counts them."""
+
+    title: str = ""
+    run_dir: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    layers: list[str] = field(default_factory=list)
+    plane_names: list[str] = field(default_factory=list)
+    # plane → epoch → (ixt per layer, ity per layer)
+    planes: dict[str, dict[int, tuple[list[float], list[float]]]] = field(default_factory=dict)
+    measures: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch → measure event
+    curves: dict[str, list[float]] = field(
+        default_factory=lambda: {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": []})
+    status: str = "idle"
+    error: str | None = None
+    traceback: str | None = None
+    epochs_done: int = 0
+    epochs_total: int = 0
+    log: deque = field(default_factory=lambda: deque(maxlen=500))
+    log_count: int = 0  # lines ever logged (the log deque keeps the last 500)
+    version: int = 0
+    started: float | None = None
+    _rate: tuple[float, int] | None = None  # (time, epoch) of the first epoch event
+    _offset: int = 0  # bytes of events.jsonl already read (replay follow)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def epochs(self) -> list[int]:
+        """Measured epochs, sorted (delta_exact bisection measures out of order)."""
+        return sorted(self.measures)
+
+    @property
+    def h_x(self) -> float | None:
+        return self.meta.get("h_x")
+
+    @property
+    def h_y(self) -> float | None:
+        return self.meta.get("h_y")
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("starting", "running", "paused")
+
+    def rate(self) -> float | None:
+        """Epochs per second since the first trained epoch (live runs only)."""
+        if self._rate is None or self.epochs_done <= self._rate[1]:
+            return None
+        elapsed = time.monotonic() - self._rate[0]
+        return (self.epochs_done - self._rate[1]) / elapsed if elapsed > 0 else None
+
+    def eta(self) -> float | None:
+        rate = self.rate()
+        if not rate or not self.running:
+            return None
+        return max(0.0, (self.epochs_total - self.epochs_done) / rate)
+
+    def trajectory(self, plane: str, layer: int) -> tuple[list[int], list[float], list[float]]:
+        """(epochs, I(X;T), I(T;Y)) of one layer on one plane, in epoch order."""
+        points = self.planes.get(plane, {})
+        epochs = sorted(points)
+        return epochs, [points[e][0][layer] for e in epochs], [points[e][1][layer] for e in epochs]
+
+    def schedule_points(self) -> tuple[list[int], list[int]]:
+        """(measured epoch, skip until the next measurement) for the schedule plot."""
+        epochs = self.epochs
+        return epochs, [b - a for a, b in zip(epochs, epochs[1:])]
+
+    def at_or_before(self, epoch: int) -> int | None:
+        """The last measured epoch ≤ ``epoch`` (the replay cursor snaps to it)."""
+        best = None
+        for e in self.epochs:
+            if e <= epoch:
+                best = e
+        return best
+
+    # ------------------------------------------------------------------ events
+    def add_log(self, line: str) -> None:
+        self.log.append(line)
+        self.log_count += 1
+        self.version += 1
+
+    def new_log_lines(self, seen: int) -> list[str]:
+        """Lines logged after the first ``seen`` ones (as many as the deque still holds)."""
+        fresh = self.log_count - seen
+        return list(self.log)[-fresh:] if fresh > 0 else []
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Fold one engine/worker event into the view."""
+        kind = event.get("type")
+        if kind == "start":
+            self.run_dir = event.get("run_dir")
+            self._set_meta(event.get("meta", {}))
+            self.status = "running"
+            self.started = time.monotonic()
+            self.add_log(f"run started: {self.run_dir} on {self.meta.get('device')}")
+        elif kind == "epoch":
+            self.epochs_done = int(event["epoch"])
+            self.epochs_total = int(event.get("epochs", self.epochs_total))
+            if self._rate is None:
+                self._rate = (time.monotonic(), self.epochs_done)
+            for key in self.curves:
+                value = event.get(key)
+                self.curves[key].append(math.nan if value is None else float(value))
+        elif kind == "measure":
+            self._add_measure(event)
+        elif kind == "end":
+            self.status = event.get("status", "done")
+            self.error = event.get("error") or self.error
+            summary = event.get("summary") or {}
+            self.epochs_done = summary.get("epochs_done", self.epochs_done)
+            self.add_log(f"run {self.status}" + (f": {self.error}" if self.error else ""))
+        elif kind == "error":
+            self.status = "failed"
+            self.error = event.get("message")
+            self.traceback = event.get("traceback")
+            self.add_log(f"error: {self.error}")
+        elif kind == "exit":
+            if self.running:
+                self.status = "stopped"
+        elif kind == "crashed":
+            self.status = "failed"
+            self.error = event.get("message", "the worker process died")
+            self.add_log(f"error: {self.error}")
+        elif kind == "log":
+            self.add_log(str(event.get("message", "")))
+        self.version += 1
+
+    def _set_meta(self, meta: dict[str, Any]) -> None:
+        self.meta = dict(meta)
+        self.layers = [str(x) for x in meta.get("layers", [])]
+        self.plane_names = [str(x) for x in meta.get("planes", [])]
+        self.epochs_total = int(meta.get("epochs_total") or 0)
+        self.title = str(meta.get("id") or meta.get("preset") or self.title)
+
+    def _add_measure(self, event: dict[str, Any]) -> None:
+        epoch = int(event["epoch"])
+        self.measures[epoch] = event
+        for name, plane in (event.get("planes") or {}).items():
+            ixt, ity = [float(v) for v in plane["ixt"]], [float(v) for v in plane["ity"]]
+            self.planes.setdefault(name, {})[epoch] = (ixt, ity)
+            if name not in self.plane_names:
+                self.plane_names.append(name)
+        if not self.layers and self.planes:
+            n = len(next(iter(self.planes.values()))[epoch][0])
+            self.layers = [f"layer {i + 1}" for i in range(n)]
+        self.epochs_done = max(self.epochs_done, epoch)
+        schedule = event.get("schedule") or {}
+        best = self.plane_names[0] if self.plane_names else None
+        if best and best in self.planes:
+            ixt, ity = self.planes[best][epoch]
+            self.add_log(f"epoch {epoch}: {best} last hidden I(X;T)={ixt[-2 if len(ixt) > 1 else -1]:.2f} "
+                         f"I(T;Y)={ity[-2 if len(ity) > 1 else -1]:.2f} · {schedule.get('decision', '')}")
+
+    # ------------------------------------------------------------------ replay
+    @classmethod
+    def from_run_dir(cls, path: str | Path) -> "RunView":
+        """Load a run directory for replay. A foreign or corrupt directory is a UserError."""
+        path = Path(path)
+        if not path.is_dir():
+            raise UserError(f"{path} is not a directory")
+        if not (path / META).is_file() or not (path / EVENTS).exists():
+            raise UserError(f"{path} is not an ibtui run directory (needs {META} and {EVENTS})")
+        meta = read_meta(path)
+        view = cls(run_dir=str(path))
+        try:
+            view._set_meta(meta)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path / META} has unexpected content: {exc}") from None
+        view.status = str(meta.get("status", "unknown"))
+        view.error = meta.get("error")
+        view.follow()
+        view._load_curves()
+        view.epochs_done = max(view.epochs_done, int(meta.get("epochs_done") or 0))
+        if not (path / CONFIG).is_file():
+            view.add_log(f"warning: {CONFIG} is missing")
+        return view
+
+    def follow(self) -> int:
+        """Read events appended since the last call (a run still being written). Returns how many."""
+        if self.run_dir is None:
+            return 0
+        path = Path(self.run_dir) / EVENTS
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except OSError:
+            return 0
+        end = data.rfind(b"\n") + 1  # only complete lines; a torn tail waits for its newline
+        count = 0
+        for raw in data[:end].splitlines():
+            try:
+                event = json.loads(raw)
+                if isinstance(event, dict) and "epoch" in event and isinstance(event.get("planes"), dict):
+                    self._add_measure(event)
+                    count += 1
+            except (ValueError, TypeError, KeyError, IndexError):
+                self.add_log("warning: skipped a corrupt line in events.jsonl")
+        self._offset += end
+        if count:
+            self.version += 1
+        return count
+
+    def refresh_meta(self) -> None:
+        """Re-read meta.json (status of a run still being written)."""
+        if self.run_dir is None:
+            return
+        try:
+            meta = read_meta(Path(self.run_dir))
+        except UserError:
+            return
+        if meta.get("status") != self.status:
+            self.status = str(meta.get("status"))
+            self.error = meta.get("error")
+            self.epochs_done = int(meta.get("epochs_done") or self.epochs_done)
+            self.version += 1
+
+    def _load_curves(self) -> None:
+        path = Path(self.run_dir or ".") / "curves.npz"
+        if not path.is_file():
+            return
+        try:
+            arrays = read_npz(path)
+            self.curves = {k: [float(v) for v in arrays[k]] for k in self.curves if k in arrays}
+            for k in ("epoch", "train_loss", "train_acc", "test_acc"):
+                self.curves.setdefault(k, [])
+        except (OSError, ValueError, KeyError) as exc:
+            self.add_log(f"warning: curves.npz unreadable ({exc})")
+
+
+def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """Run directories under ``runs_dir``, newest first: id, path, status, preset, created, epochs."""
+    root = Path(runs_dir)
+    rows = []
+    if not root.is_dir():
+        return rows
+    for path in root.iterdir():
+        if not (path / META).is_file():
+            continue
+        try:
+            meta = read_meta(path)
+        except UserError:
+            rows.append({"id": path.name, "path": str(path), "status": "unreadable", "preset": "?",
+                         "created": "", "epochs": ""})
+            continue
+        rows.append({
+            "id": path.name, "path": str(path), "status": str(meta.get("status", "?")),
+            "preset": str(meta.get("preset", "?")), "created": str(meta.get("created", "")),
+            "epochs": f"{meta.get('epochs_done', '?')}/{meta.get('epochs_total', '?')}",
+        })
+    return sorted(rows, key=lambda r: (r["created"], r["id"]), reverse=True)

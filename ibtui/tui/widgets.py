@@ -1,0 +1,81 @@
+"""Small widgets: a cached plotext figure, and modal screens for help and confirmation."""
+
+from __future__ import annotations
+
+from typing import Callable, Hashable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Button, Label, Static
+
+
+class PlotView(Widget):
+    """Renders ``draw(width, height)`` (an ANSI string) and caches it per (size, ``stamp()``)."""
+
+    def __init__(self, draw: Callable[[int, int], str], stamp: Callable[[], Hashable], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._draw, self._stamp = draw, stamp
+        self._key: Hashable = None
+        self._text = Text("")
+        self.render_count = 0
+
+    def render(self) -> Text:
+        width, height = self.content_size
+        key = (width, height, self._stamp())
+        if key != self._key and width > 0 and height > 0:
+            self._text = Text.from_ansi(self._draw(width, height), no_wrap=True, overflow="crop")
+            self._key = key
+            self.render_count += 1
+        return self._text
+
+    def refresh_if_stale(self) -> None:
+        width, height = self.content_size
+        if (width, height, self._stamp()) != self._key:
+            self.refresh()
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key of the screen underneath and of the app, generated from their bindings."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
+
+    def __init__(self, rows: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        text.append("Keys\n\n", style="bold")
+        width = max((len(k) for k, _ in self.rows), default=4)
+        for key, description in self.rows:
+            text.append(f"  {key:<{width}}  ", style="bold cyan")
+            text.append(f"{description}\n")
+        text.append("\nCtrl+P opens the command palette with the same actions. Esc closes this.", style="dim")
+        with VerticalScroll(id="help-box"):
+            yield Static(text, id="help-text")
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; dismisses with True for yes."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Grid(id="confirm-box"):
+            yield Label(self.question, id="confirm-question")
+            yield Button("Yes (y)", variant="error", id="yes")
+            yield Button("No (n)", variant="primary", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
