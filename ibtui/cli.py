@@ -5,13 +5,16 @@ Every user error prints ``error: <one line>`` to stderr and exits with code 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import sys
 from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -35,8 +38,22 @@ EXIT_STOPPED = 130
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def termination_as_interrupt():
+    """SIGTERM and SIGHUP stop a run like Ctrl+C does (status `stopped`, epochs kept)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 # ----------------------------------------------------------------------------- TUI
@@ -88,7 +105,7 @@ def presets_list(ctx: typer.Context) -> None:
     table.add_column("description")
     table.add_column("file", style="dim")
     for name, path in available_presets().items():
-        table.add_row(name, preset_description(path), str(path))
+        table.add_row(escape(name), escape(preset_description(path)), escape(str(path)))
     out.print(table)
 
 
@@ -127,7 +144,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     title = (f"{summary['status']} · {summary['epochs_done']}/{summary['epochs_total']} epochs · "
              f"{summary['measured_epochs']} measured · {summary['wall_seconds']:.1f} s · "
              f"train acc {_fmt(summary['train_acc'])} · test acc {_fmt(summary['test_acc'])}")
-    table = Table(title=title, caption=summary["run_dir"], header_style="bold")
+    table = Table(title=title, caption=escape(summary["run_dir"]), header_style="bold")
     for col in ("plane", "layer", "I(X;T)", "I(T;Y)", "peak I(X;T)", "at epoch", "drop"):
         table.add_column(col, justify="left" if col in ("plane", "layer") else "right")
     for plane, rows in summary["planes"].items():
@@ -152,7 +169,7 @@ def run(
 ) -> None:
     """Train and measure the information plane headless, with a progress bar; writes runs/<id>/."""
     from ibtui.config import load_preset
-    from ibtui.engine.runner import execute
+    from ibtui.engine.runner import execute, prepare
 
     extra = [f"train.device={device}" if device is not None else None,
              f"train.seed={seed}" if seed is not None else None,
@@ -161,6 +178,7 @@ def run(
              f"data.data_dir={json.dumps(data_dir)}" if data_dir is not None else None]
     try:
         cfg = load_preset(preset, [*overrides, *(e for e in extra if e)])
+        prepared = prepare(cfg)  # device and dataset problems surface before any progress bar
     except UserError as exc:
         fail(str(exc))
 
@@ -177,7 +195,7 @@ def run(
         if kind == "start":
             layer_names[:] = event["meta"]["layers"]
             if not quiet:
-                progress.console.print(f"[dim]run directory:[/] {event['run_dir']}  "
+                progress.console.print(f"[dim]run directory:[/] {escape(event['run_dir'])}  "
                                        f"[dim]device:[/] {event['meta']['device']}", highlight=False)
         elif kind == "epoch":
             progress.update(task, completed=event["epoch"])
@@ -187,8 +205,8 @@ def run(
             progress.update(task, mi=f"{plane_name} {layer} I(X;T)={plane['ixt'][-2]:.2f} I(T;Y)={plane['ity'][-2]:.2f}")
 
     try:
-        with progress:
-            summary = execute(cfg, on_event=on_event)
+        with termination_as_interrupt(), progress:
+            summary = execute(cfg, on_event=on_event, prepared=prepared)
     except UserError as exc:
         fail(str(exc))
     if as_json:
@@ -198,7 +216,7 @@ def run(
     if summary["status"] == "failed":
         fail(f"run failed: {summary['error']} (see {summary['run_dir']}/worker.log)", code=1)
     if summary["status"] == "stopped":
-        err.print(f"stopped; {summary['measured_epochs']} measured epochs kept in {summary['run_dir']}")
+        err.print(f"stopped; {summary['measured_epochs']} measured epochs kept in {escape(summary['run_dir'])}")
         raise typer.Exit(EXIT_STOPPED)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -33,6 +34,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("every", "every_n", "log", "stepped", "delta_exact", "delta_approx")
 MI_SETS = ("all", "train", "test")
 INITS = ("idnns", "torch")
+MAX_WIDTH = 65536
 
 
 @dataclass
@@ -66,7 +68,11 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimiser settings. epochs: training epochs; epoch 0 is the untrained network."""
+    """Optimiser settings. epochs: training epochs; epoch 0 is the untrained network.
+
+    threads: CPU threads for torch (0 = automatic: one for training, which is faster for these
+    small networks and never oversubscribes a shared machine; all cores for MI estimation).
+    """
 
     optimizer: str = "adam"
     lr: float = 4e-4
@@ -75,6 +81,7 @@ class TrainConfig:
     epochs: int = 10000
     seed: int = 0
     device: str = "auto"
+    threads: int = 0
 
 
 @dataclass
@@ -166,7 +173,7 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from None
 
 
@@ -269,6 +276,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         (item_hint,) = typing.get_args(hint)
         if isinstance(value, str):  # "10,7,5" from the command line
             value = [parse_value(v.strip()) for v in value.strip("[]").split(",") if v.strip()]
+        elif not isinstance(value, (list, bool)) and isinstance(value, (int, float)):
+            value = [value]  # a single hidden layer: widths = 10
         if isinstance(value, list):
             return [_coerce(v, item_hint, where) for v in value]
     elif origin in (typing.Union, types.UnionType):
@@ -279,14 +288,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 continue
     else:  # pragma: no cover - programming error
         raise TypeError(f"unsupported field type {hint!r}")
-    name = getattr(hint, "__name__", str(hint))
-    raise UserError(f"{where} must be {_article(name)}, got {value!r}")
+    name = "a list" if origin is list else _article(getattr(hint, "__name__", str(hint)))
+    raise UserError(f"{where} must be {name}, got {value!r}")
 
 
 def _article(type_name: str) -> str:
-    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
-        type_name, type_name
-    )
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(type_name, type_name)
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -343,7 +350,8 @@ def validate(cfg: Config) -> None:
     _check(0.0 < d.train_fraction <= 1.0, f"data.train_fraction must be in (0, 1]; got {d.train_fraction}")
     _choice(d.mi_set, MI_SETS, "data.mi_set")
     _check(d.mi_max_samples >= 0, f"data.mi_max_samples must be >= 0; got {d.mi_max_samples}")
-    _check(all(w >= 1 for w in m.widths), f"model.widths must be positive integers; got {m.widths}")
+    _check(all(1 <= w <= MAX_WIDTH for w in m.widths),
+           f"model.widths must be integers from 1 to {MAX_WIDTH}; got {m.widths}")
     _check(len(m.widths) >= 1, "model.widths needs at least one hidden layer")
     _choice(m.activation, ACTIVATIONS, "model.activation")
     _choice(m.init, INITS, "model.init")
@@ -352,8 +360,9 @@ def validate(cfg: Config) -> None:
     _check(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"train.momentum must be in [0, 1); got {t.momentum}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")
     _check(t.epochs >= 0, f"train.epochs must be >= 0; got {t.epochs}")
-    _check(t.seed >= 0, f"train.seed must be >= 0; got {t.seed}")
-    _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+    _check(0 <= t.seed < 2**63, f"train.seed must be in [0, 2**63); got {t.seed}")
+    _check(t.threads >= 0, f"train.threads must be >= 0 (0 = automatic); got {t.threads}")
+    _check(t.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", t.device) is not None,
            f"train.device must be auto, cpu, cuda or cuda:N; got '{t.device}'")
     _choice(s.kind, SCHEDULES, "schedule.kind")
     _check(s.every >= 1, f"schedule.every must be >= 1; got {s.every}")
@@ -362,6 +371,8 @@ def validate(cfg: Config) -> None:
     _check(s.initial_skip >= 1, f"schedule.initial_skip must be >= 1; got {s.initial_skip}")
     _check(s.max_skip >= s.initial_skip, f"schedule.max_skip must be >= schedule.initial_skip; got {s.max_skip}")
     _check(bool(cfg.store.runs_dir.strip()), "store.runs_dir must not be empty")
+    _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", cfg.preset) is not None,
+           f"preset name '{cfg.preset}' must be 1-64 letters, digits, '.', '_', '+' or '-' (it names run directories)")
     _check(len(cfg.estimators) >= 1, "at least one [estimators.NAME] table is needed; valid: " + ", ".join(ESTIMATORS))
     if s.estimator:
         planes = [p for est in cfg.estimators.values() for p in est.planes]

@@ -1,13 +1,13 @@
 """The command line through typer's runner: presets, runs, and one-line errors with exit code 2."""
 
 import json
-import tomllib
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from ibtui.cli import app
+from ibtui.config import tomllib
 
 runner = CliRunner()
 TINY = ["--set", "train.epochs=6", "--set", "schedule.kind=every_n", "--set", "schedule.every=3",
@@ -104,3 +104,34 @@ def test_quick_preset_runs_end_to_end_and_shows_the_fitting_phase(tmp_path):
     ity_last_hidden = [e["planes"]["binning"]["ity"][-2] for e in events]
     assert ity_last_hidden[-1] > ity_last_hidden[0] + 0.3  # fitting: the 3-unit layer learns about Y
     assert set(events[-1]["planes"]) == {"binning", "kde_upper", "kde_lower"}
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
+    preset = tmp_path / "odd.toml"
+    preset.write_text("estimators = [1, 2]\n")
+    result = invoke("run", "--preset", str(preset), "--runs-dir", str(tmp_path / "runs"), "--quiet")
+    assert_one_line_error(result, "[estimators] must be a table")
+
+
+def test_sigterm_stops_a_headless_run_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ibtui.engine.store import read_events, read_meta
+
+    proc = subprocess.Popen([sys.executable, "-m", "ibtui", "run", "-p", "quick", "--device", "cpu", "--quiet",
+                             "--set", "train.epochs=100000", "--set", "estimators.kde=false",
+                             "--runs-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob("*/checkpoints/e0000002.npz")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    (run,) = tmp_path.iterdir()
+    assert read_meta(run)["status"] == "stopped"
+    assert len(read_events(run)) >= 3

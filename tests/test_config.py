@@ -2,7 +2,7 @@
 
 import pytest
 
-from ibtui.config import apply_override, available_presets, config_from_dict, load_preset
+from ibtui.config import apply_override, available_presets, config_from_dict, load_preset, tomllib
 from ibtui.errors import UserError
 
 BUNDLED = ["mnist-relu", "mnist-tanh", "quick", "saxe-relu", "saxe-tanh", "tishby-tanh"]
@@ -69,7 +69,14 @@ def test_int_field_accepts_a_float_literal_that_is_whole():
         ("estimators.binning.bin_size=0", "bin_size"),
         ("estimators.nope.x=1", "unknown estimator 'nope'"),
         ("model.activation=swish", "model.activation must be one of"),
-        ("model.widths=[10,0]", "model.widths must be positive"),
+        ("model.widths=[10,0]", "model.widths must be integers from 1"),
+        ("model.widths=[100000000]", "model.widths must be integers from 1"),
+        ("train.seed=99999999999999999999", "train.seed must be in"),
+        ("train.device=cuda:x", "train.device must be"),
+        ("train.device=cuda:-1", "train.device must be"),
+        ("train.threads=-1", "train.threads must be >= 0"),
+        ("preset=../../evil", "preset name"),
+        ("preset=a/b", "preset name"),
         ("schedule.kind=sometimes", "schedule.kind must be one of"),
         ("train.device=tpu", "train.device must be"),
         ("data.mi_set=half", "data.mi_set must be one of"),
@@ -118,8 +125,6 @@ def test_a_preset_needs_an_estimator():
 
 
 def test_resolved_toml_round_trips():
-    import tomllib
-
     cfg = load_preset("saxe-relu", ["train.epochs=7"])
     again = config_from_dict(tomllib.loads(cfg.to_toml()))
     assert again == cfg
@@ -128,3 +133,23 @@ def test_resolved_toml_round_trips():
 def test_apply_override_on_a_non_table_section_is_a_user_error():
     with pytest.raises(UserError):
         apply_override({"train": 5}, "train.epochs=3")
+
+
+def test_a_single_hidden_width_is_a_one_layer_list():
+    assert load_preset("quick", ["model.widths=10"]).model.widths == [10]
+
+
+def test_a_non_utf8_preset_file_is_a_user_error(tmp_path):
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_preset(str(path))
+
+
+def test_an_unreadable_user_preset_does_not_break_the_listing(tmp_path, monkeypatch):
+    from ibtui.config import preset_description
+
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "broken.toml").write_bytes(b"\xff\xfe")
+    monkeypatch.setenv("IBTUI_CONFIG_DIR", str(tmp_path))
+    assert "unreadable" in preset_description(available_presets()["broken"])

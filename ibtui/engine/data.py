@@ -93,6 +93,7 @@ __all__ = [
     "VALID_SPECS",
 ]
 
+MAX_CLASSES = 10_000
 VALID_SPECS = "12bit, mnist, fashion-mnist, mat:PATH, npz:PATH"
 
 
@@ -237,6 +238,9 @@ def _labels(y: np.ndarray, where: str, key: str) -> tuple[np.ndarray, int]:
     n_classes = int(y.max()) + 1
     if n_classes < 2:
         raise UserError(f"{where}: labels {key} hold a single class (0); need at least 2 classes")
+    if n_classes > MAX_CLASSES:
+        raise UserError(f"{where}: labels {key} go up to {n_classes - 1}; at most {MAX_CLASSES} classes "
+                        "(labels are class indices 0..C-1)")
     return y, n_classes
 
 

@@ -85,9 +85,16 @@ class Worker:
     stop_event: Any
     pause_event: Any
 
+    exited: bool = False  # the child said its last word ({"type": "exit"})
+
     @property
     def alive(self) -> bool:
         return self.process.is_alive()
+
+    @property
+    def running(self) -> bool:
+        """Still working on the run (alive and not yet past its final event)."""
+        return self.alive and not self.exited
 
     def pause(self, paused: bool) -> None:
         (self.pause_event.set if paused else self.pause_event.clear)()
@@ -102,9 +109,12 @@ class Worker:
 
     def get(self, timeout: float) -> dict[str, Any] | None:
         try:
-            return self.events.get(timeout=timeout)
+            event = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
         except queue.Empty:
             return None
+        if event.get("type") == "exit":
+            self.exited = True
+        return event
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Ask to stop, wait, then terminate and finally kill: never leaves the process behind."""

@@ -14,7 +14,11 @@ progress bars or the TUI's queue:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import signal
+import threading
 import logging
 import math
 import platform
@@ -129,6 +133,24 @@ def _weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights in host memory (delta_exact keeps one per skipped epoch)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch CPU threads (0 leaves the current setting)."""
+    before = torch.get_num_threads()
+    if n > 0 and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def _evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean cross-entropy in nats, accuracy) on a whole set; NaN for an empty set."""
@@ -196,9 +218,10 @@ class Engine:
             if not torch.isfinite(layer).all():
                 raise Diverged(f"activations of layer {model.layer_names[i]} are NaN/inf at epoch {epoch}")
         planes: dict[str, dict[str, list[float]]] = {}
-        for est in self.cfg.estimators.values():
-            for name, (ixt, ity) in est.estimate(layers, p.mi_set).items():
-                planes[name] = {"ixt": [float(v) for v in ixt], "ity": [float(v) for v in ity]}
+        with torch_threads(self.cfg.train.threads):  # 0: all cores (the pairwise KDE work scales)
+            for est in self.cfg.estimators.values():
+                for name, (ixt, ity) in est.estimate(layers, p.mi_set).items():
+                    planes[name] = {"ixt": [float(v) for v in ixt], "ity": [float(v) for v in ity]}
         train_loss, train_acc = _evaluate(model, p.x_train, p.y_train)
         test_loss, test_acc = _evaluate(model, p.x_test, p.y_test)
         return {
@@ -237,10 +260,12 @@ class Engine:
         return [*left, mid, *right], gap, last_distance
 
     def record(self, rec: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+        """Checkpoint, then the event line (so every event has its weights), then meta and the UI."""
         self.records[rec["epoch"]] = rec
-        self.store.append_event(rec)
         if self.cfg.store.checkpoints:
             self.store.write_checkpoint(rec["epoch"], weights)
+        self.store.append_event(rec)
+        self.store.write_meta(epochs_done=self.epochs_done, measured_epochs=len(self.records))
         self.emit(rec)
 
     # ------------------------------------------------------------------ arrays
@@ -280,7 +305,8 @@ class Engine:
             if stop is not None and stop.is_set():
                 return "stopped"
             if epoch > 0:
-                train_loss, train_acc = self.train_epoch()
+                with torch_threads(cfg.train.threads or 1):  # one thread trains small nets fastest
+                    train_loss, train_acc = self.train_epoch()
                 test_loss, test_acc = _evaluate(self.model, self.prep.x_test, self.prep.y_test)
                 self.epochs_done = epoch
                 for key, value in zip(self.curves, (epoch, train_loss, train_acc, test_loss, test_acc)):
@@ -288,7 +314,7 @@ class Engine:
                 self.emit({"type": "epoch", "epoch": epoch, "epochs": cfg.train.epochs, "train_loss": train_loss,
                            "train_acc": train_acc, "test_loss": _finite(test_loss), "test_acc": _finite(test_acc)})
             if keep:
-                kept[epoch] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                kept[epoch] = _cpu_state(self.model)
             if epoch == next_epoch:
                 rec = self.measure(self.model, epoch)
                 distance, last_gap = None, None
@@ -307,7 +333,7 @@ class Engine:
                 previous = rec
                 kept.clear()
                 if keep:
-                    kept[epoch] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    kept[epoch] = _cpu_state(self.model)
             epoch += 1
         return "done"
 
@@ -349,24 +375,27 @@ def _versions() -> dict[str, str]:
 
 
 def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | None = None,
-            runs_dir: str | Path | None = None, pause: StopFlag | None = None) -> dict[str, Any]:
+            runs_dir: str | Path | None = None, pause: StopFlag | None = None,
+            prepared: Prepared | None = None) -> dict[str, Any]:
     """Run ``cfg`` to the end (or until ``stop`` is set / Ctrl+C). Returns the summary dict.
 
     ``stop`` and ``pause`` are anything with ``is_set()`` (threading or multiprocessing Events).
+    ``prepared``: the result of ``prepare(cfg)`` when the caller validated the input first.
 
     Raises UserError for bad input before anything is written. Once the run directory exists
     every outcome is recorded in meta.json: done, stopped (stop flag or KeyboardInterrupt,
     measured epochs kept) or failed (divergence or an unexpected error, with the reason).
     """
     emit: EventSink = on_event or (lambda event: None)
-    prep = prepare(cfg)
+    prep = prepared or prepare(cfg)
     meta = {
         "preset": cfg.preset, "description": cfg.description, "versions": _versions(),
         "device": str(prep.device), "seed": cfg.train.seed, "dataset": prep.dataset.name,
         "dataset_description": prep.dataset.description, "layers": prep.model.layer_names,
         "planes": all_planes(cfg), "epochs_total": cfg.train.epochs, "epochs_done": 0,
         "n_mi": prep.mi_set.n, "h_x": prep.mi_set.h_x, "h_y": prep.mi_set.h_y,
-        "n_train": len(prep.y_train), "n_test": len(prep.y_test), "host": platform.node(), "argv": sys.argv,
+        "n_train": len(prep.y_train), "n_test": len(prep.y_test), "host": platform.node(), "pid": os.getpid(),
+        "argv": sys.argv,
     }
     store = RunStore.create(Path(runs_dir or cfg.store.runs_dir), cfg.preset, cfg.to_toml(), meta)
     log = logging.getLogger(f"ibtui.run.{store.path.name}")
@@ -391,6 +420,7 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
         log.error("run failed:\n%s", traceback.format_exc())
     finally:
         wall = time.perf_counter() - started
+        _ignore_sigint()  # a second Ctrl+C must not interrupt the final writes
         try:
             engine.write_arrays(force=True)
         finally:
@@ -399,6 +429,20 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
             log.info("run %s ended: %s%s", store.path.name, status, f" ({error})" if error else "")
             log.removeHandler(handler)
             handler.close()
+            _restore_sigint()
     summary = summarize(engine, status, wall, error)
     emit({"type": "end", "status": status, "error": error, "summary": summary})
     return summary
+
+
+_saved_sigint: list[Any] = []
+
+
+def _ignore_sigint() -> None:
+    if threading.current_thread() is threading.main_thread():
+        _saved_sigint.append(signal.signal(signal.SIGINT, signal.SIG_IGN))
+
+
+def _restore_sigint() -> None:
+    if _saved_sigint and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _saved_sigint.pop())

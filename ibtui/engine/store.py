@@ -6,7 +6,11 @@
   (running | done | stopped | failed) and error; rewritten atomically;
 - ``events.jsonl``: append-only, one JSON object per measured epoch (flushed and fsynced);
   readers skip a torn last line, so a run killed at any instant stays readable;
-- ``planes.npz`` and ``curves.npz``: arrays written atomically (temp file, fsync, rename);
+- ``planes.npz`` and ``curves.npz``: arrays written atomically (temp file, fsync, rename), at most
+  once a second and at the end, so ``events.jsonl`` is the source of truth; ``curves.npz`` holds
+  per trained epoch the running mean of the minibatch losses/accuracies during the epoch
+  (``train_loss``, ``train_acc``) and the test set's loss/accuracy after it, whereas a measure
+  event's ``train_loss``/``train_acc`` evaluate the whole training set after the epoch;
 - ``checkpoints/e<epoch>.npz``: the weights at each measured epoch (plain arrays, no pickle);
 - ``worker.log``: the engine's log.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -33,6 +38,15 @@ PLANES = "planes.npz"
 CURVES = "curves.npz"
 CHECKPOINTS = "checkpoints"
 LOG = "worker.log"
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def utc_stamp(t: float | None = None) -> str:
@@ -57,6 +71,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; match files created normally
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -159,6 +174,8 @@ class RunStore:
             store.write_meta()
             store._events = open(path / EVENTS, "ab")
         except OSError as exc:
+            store.close()
+            shutil.rmtree(path, ignore_errors=True)  # no half-written run
             raise UserError(f"cannot write run directory {path}: {exc.strerror or exc}") from None
         return store
 

@@ -90,6 +90,7 @@ class FixedBinning(Estimator):
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
             raise UserError(f"estimators.binning_fixed needs finite low < high; got low={self.low}, high={self.high}")
 
+    @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         _require_finite(layers)
         edges = np.linspace(self.low, self.high, self.bins)
@@ -115,6 +116,7 @@ class Binning(Estimator):
         if not (math.isfinite(self.bin_size) and self.bin_size > 0):
             raise UserError(f"estimators.binning.bin_size must be a finite number > 0; got {self.bin_size}")
 
+    @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         _require_finite(layers)
         codes = [torch.floor(h / self.bin_size).long() for h in layers]

@@ -89,6 +89,7 @@ class KDE(Estimator):
         if self.chunk_size < 1:
             raise UserError(f"estimators.kde.chunk_size must be >= 1; got {self.chunk_size}")
 
+    @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         _require_finite(layers)
         variances = (self.noise_variance, 4.0 * self.noise_variance)  # upper (KL), lower (Bhattacharyya)

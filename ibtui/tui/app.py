@@ -40,7 +40,7 @@ def binding_rows(screen: Screen, app: App) -> list[tuple[str, str]]:
 
 
 class IbtuiApp(App):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "ibtui"
     BINDINGS = [
         Binding("question_mark", "help", "Help"),
@@ -76,7 +76,7 @@ class IbtuiApp(App):
                                            epochs_total=cfg.train.epochs), worker=worker))
 
     def running_workers(self) -> list[Worker]:
-        return [w for w in self.workers_started if w.alive]
+        return [w for w in self.workers_started if w.running]
 
     # ------------------------------------------------------------------ actions
     def action_home(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -103,7 +104,7 @@ class HomeScreen(Screen):
         with Horizontal(id="home-top"):
             with Vertical(id="presets-box"):
                 yield Label("Presets", classes="section")
-                yield OptionList(*[Option(f"{name}\n[dim]{preset_description(path)}[/dim]", id=name)
+                yield OptionList(*[Option(f"{escape(name)}\n[dim]{escape(preset_description(path))}[/dim]", id=name)
                                    for name, path in self.presets.items()], id="presets")
             with VerticalScroll(id="form"):
                 yield Label("Settings (l launches)", classes="section")

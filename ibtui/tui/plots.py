@@ -10,27 +10,17 @@ import math
 
 import plotext as plt
 
+from ibtui.tui.export import epoch_position, ramp_at
 from ibtui.tui.state import RunView
 
 EPOCH_BINS = 8
-# A viridis-like ramp, dark (early epochs) to bright (late epochs).
-RAMP = [(68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142), (31, 158, 137),
-        (53, 183, 121), (109, 205, 89), (180, 222, 44), (253, 231, 37)]
 LAYER_MARKERS = ["●", "◆", "■", "▲", "▼", "★", "✚", "✖", "○", "◇"]
 
 
-def ramp_colour(fraction: float) -> tuple[int, int, int]:
-    """Colour at ``fraction`` ∈ [0, 1] along the ramp, quantized to EPOCH_BINS bins."""
-    fraction = min(1.0, max(0.0, fraction))
-    step = round(fraction * (EPOCH_BINS - 1)) / (EPOCH_BINS - 1)
-    return RAMP[round(step * (len(RAMP) - 1))]
-
-
-def epoch_fraction(epoch: int, first: int, last: int) -> float:
-    """Position of ``epoch`` between ``first`` and ``last`` on a log1p scale."""
-    if last <= first:
-        return 1.0
-    return (math.log1p(epoch - first)) / math.log1p(last - first)
+def binned_epoch_colour(epoch: int, first: int, last: int) -> tuple[int, int, int]:
+    """The export's epoch colour (log1p scale, viridis-like), quantized to EPOCH_BINS steps."""
+    fraction = epoch_position(epoch, first, last)
+    return ramp_at(round(fraction * (EPOCH_BINS - 1)) / (EPOCH_BINS - 1))
 
 
 def _start(width: int, height: int, title: str = "") -> None:
@@ -73,7 +63,7 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
         plt.vline(view.h_x, "gray")
     if view.h_y:
         plt.hline(view.h_y, "gray")
-    colours = [ramp_colour(epoch_fraction(e, first, last)) for e in epochs]
+    colours = [binned_epoch_colour(e, first, last) for e in epochs]
     n_layers = len(points[first][0])
     for layer in range(n_layers):
         xs = [points[e][0][layer] for e in epochs]

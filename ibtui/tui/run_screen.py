@@ -94,7 +94,9 @@ class RunScreen(Screen):
                 yield PlotView(lambda w, h: schedule_figure(view, w, h), lambda: view.version, id="schedule")
                 yield PlotView(lambda w, h: curves_figure(view, w, h), lambda: view.version, id="curves")
         yield Static(id="status")
-        yield RichLog(id="log", max_lines=500, wrap=False, markup=False)
+        log = RichLog(id="log", max_lines=500, wrap=False, markup=False)
+        log.can_focus = False  # arrows, Home and End move the epoch cursor, not the log
+        yield log
         yield Footer()
 
     def on_mount(self) -> None:
@@ -134,6 +136,8 @@ class RunScreen(Screen):
             self.app.call_from_thread(self.apply_events, batch)
 
     def apply_events(self, events: list[dict[str, Any]]) -> None:
+        if not self.is_attached:  # the screen was closed while the drain thread was posting
+            return
         was_running = self.view.running
         for event in events:
             self.view.apply(event)

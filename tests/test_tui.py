@@ -1,0 +1,474 @@
+"""The TUI driven by Textual's Pilot with finite fake event streams, and replays of run directories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import subprocess
+import sys
+
+import pytest
+from textual.app import App
+
+from conftest import tiny_config
+from ibtui.engine.runner import execute
+from ibtui.errors import UserError
+from ibtui.tui.app import IbtuiApp, binding_rows
+from ibtui.tui.run_screen import CompareScreen, RunScreen
+from ibtui.tui.state import RunView, list_runs
+from ibtui.tui.widgets import ConfirmScreen, HelpScreen
+
+META = {"id": "fake-run", "preset": "fake", "layers": ["h1:3", "h2:2", "softmax:2"], "planes": ["binning", "kde_upper"],
+        "h_x": 12.0, "h_y": 1.0, "epochs_total": 10, "device": "cpu"}
+
+
+def measure(epoch: int) -> dict:
+    f = epoch / 10
+    return {"type": "measure", "epoch": epoch, "train_loss": 0.7 - 0.05 * epoch, "train_acc": 0.5 + f / 2,
+            "test_loss": 0.7, "test_acc": 0.5 + f / 3,
+            "planes": {"binning": {"ixt": [12.0, 8 + f, 3 + f], "ity": [1.0, 0.5 + f / 3, 0.1 + f / 2]},
+                       "kde_upper": {"ixt": [11.0, 7 + f, 2 + f], "ity": [0.9, 0.4 + f / 3, 0.1 + f / 3]}},
+            "schedule": {"decision": "fixed", "skip": 2}}
+
+
+def fake_stream(epochs: int = 10, end: bool = True) -> list[dict]:
+    events = [{"type": "start", "run_dir": "/nonexistent/fake-run", "meta": META}, measure(0)]
+    for e in range(1, epochs + 1):
+        events.append({"type": "epoch", "epoch": e, "epochs": epochs, "train_loss": 0.5, "train_acc": 0.8,
+                       "test_loss": 0.6, "test_acc": 0.7})
+        if e % 2 == 0:
+            events.append(measure(e))
+    if end:
+        events += [{"type": "end", "status": "done", "error": None, "summary": {"epochs_done": epochs}}, {"type": "exit"}]
+    return events
+
+
+class FakeProcess:
+    exitcode = -9
+
+
+class FakeWorker:
+    """Looks like ibtui.engine.process.Worker; serves a finite list of events, then 'dies'."""
+
+    def __init__(self, events: list[dict], stays_alive: bool = False) -> None:
+        self.events = queue.Queue()
+        for e in events:
+            self.events.put(e)
+        self.stays_alive = stays_alive
+        self.paused = False
+        self.stopped = False
+        self.process = FakeProcess()
+
+    @property
+    def alive(self) -> bool:
+        return self.stays_alive and not self.stopped
+
+    running = alive
+
+    def get(self, timeout: float):
+        try:
+            return self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
+        except queue.Empty:
+            return None
+
+    def pause(self, paused: bool) -> None:
+        self.paused = paused
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self.stopped = True
+
+
+class OneScreenApp(App):
+    """Hosts a single screen, as the real app would after navigation."""
+
+    CSS_PATH = IbtuiApp.CSS_PATH
+
+    def __init__(self, screen) -> None:
+        super().__init__()
+        self._screen = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._screen)
+
+    def action_home(self) -> None:
+        self.exit()
+
+
+async def settle(pilot, screen: RunScreen, predicate, tries: int = 100) -> None:
+    for _ in range(tries):
+        await pilot.pause(0.02)
+        if predicate():
+            return
+    raise AssertionError("condition not reached")
+
+
+def status_text(screen) -> str:
+    return str(screen.query_one("#status").render())
+
+
+def test_live_screen_folds_the_whole_stream_into_the_view():
+    screen = RunScreen(RunView(title="fake", status="starting"), worker=FakeWorker(fake_stream()))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.status == "done")
+            assert screen.view.epochs == [0, 2, 4, 6, 8, 10]
+            assert len(screen.view.curves["epoch"]) == 10
+            assert "epoch 10/10" in status_text(screen) and "done" in status_text(screen)
+            plane = screen.query_one("#plane")
+            assert "binning · epoch 10" in str(plane.render())
+
+    asyncio.run(scenario())
+
+
+def test_p_switches_the_plotted_estimator():
+    screen = RunScreen(RunView(), worker=FakeWorker(fake_stream()))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.status == "done")
+            await pilot.press("p")
+            assert screen.plane == "kde_upper"
+            assert "kde_upper · epoch 10" in str(screen.query_one("#plane").render())
+            await pilot.press("p")
+            assert screen.plane == "binning"
+
+    asyncio.run(scenario())
+
+
+def test_space_pauses_and_resumes_a_running_worker_and_s_stops_it():
+    worker = FakeWorker(fake_stream(end=False), stays_alive=True)
+    screen = RunScreen(RunView(), worker=worker)
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: len(screen.view.epochs) == 6)
+            await pilot.press("space")
+            assert worker.paused and "paused" in status_text(screen)
+            await pilot.press("space")
+            assert not worker.paused
+            await pilot.press("s")
+            assert worker.stopped
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_dies_without_saying_so_is_shown_as_failed():
+    screen = RunScreen(RunView(), worker=FakeWorker(fake_stream(end=False)[:5]))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.status == "failed")
+            assert "worker process died" in screen.view.error
+            assert "worker process died" in status_text(screen)
+            assert screen.is_attached  # the app keeps working
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_exception_shows_its_traceback_in_the_log():
+    events = fake_stream(end=False)[:3] + [
+        {"type": "error", "message": "RuntimeError: boom", "traceback": "Traceback (most recent call last):\n  boom"},
+        {"type": "exit"}]
+    screen = RunScreen(RunView(), worker=FakeWorker(events))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.status == "failed")
+            log_text = "\n".join(line.text for line in screen.query_one("#log").lines)
+            assert "Traceback (most recent call last)" in log_text and "RuntimeError: boom" in log_text
+
+    asyncio.run(scenario())
+
+
+def test_a_diverged_run_shows_its_reason():
+    events = fake_stream(end=False)[:4] + [
+        {"type": "end", "status": "failed", "error": "diverged: training loss became nan at epoch 2", "summary": {}},
+        {"type": "exit"}]
+    screen = RunScreen(RunView(), worker=FakeWorker(events))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.status == "failed")
+            assert "diverged: training loss became nan" in status_text(screen)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)])
+def test_run_screen_draws_every_panel_at_small_and_large_sizes(size):
+    screen = RunScreen(RunView(), worker=FakeWorker(fake_stream()))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=size) as pilot:
+            await settle(pilot, screen, lambda: screen.view.status == "done")
+            await pilot.pause(0.6)
+            for panel in ("#plane", "#schedule", "#curves"):
+                widget = screen.query_one(panel)
+                assert widget.content_size.width > 10 and widget.content_size.height > 4
+                assert str(widget.render()).strip()
+            assert "I(X;T) bits" in str(screen.query_one("#plane").render())
+
+    asyncio.run(scenario())
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    summary = execute(tiny_config(runs, estimators={"binning": {}, "binning_fixed": {}}))
+    return summary["run_dir"]
+
+
+def test_replay_loads_every_measured_epoch_and_the_curves(finished_run):
+    view = RunView.from_run_dir(finished_run)
+    assert view.epochs == [0, 3, 6, 9, 12]
+    assert view.status == "done" and view.plane_names == ["binning", "binning_fixed"]
+    assert len(view.curves["epoch"]) == 12
+
+
+def test_replay_cursor_moves_with_arrows_home_and_end(finished_run):
+    screen = RunScreen(RunView.from_run_dir(finished_run))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.press("left")
+            assert screen.cursor == 9
+            await pilot.press("left", "left")
+            assert screen.cursor == 3
+            await pilot.press("home")
+            assert screen.cursor == 0
+            await pilot.press("right")
+            assert screen.cursor == 3
+            assert "epoch 3" in str(screen.query_one("#plane").render())
+            await pilot.press("end")
+            assert screen.cursor is None
+
+    asyncio.run(scenario())
+
+
+def test_replay_space_plays_the_epochs_to_the_end(finished_run):
+    screen = RunScreen(RunView.from_run_dir(finished_run))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.press("space")
+            assert screen.playing and screen.cursor in (0, 3)  # starts from the first epoch
+            await settle(pilot, screen, lambda: not screen.playing)
+            assert screen.cursor == 12
+
+    asyncio.run(scenario())
+
+
+def test_replay_follows_a_run_still_being_written(tmp_path):
+    summary = execute(tiny_config(tmp_path))
+    run = tmp_path / summary["run_dir"].split("/")[-1]
+    lines = (run / "events.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "events.jsonl").write_bytes(b"".join(lines[:2]))
+    view = RunView.from_run_dir(run)
+    assert view.epochs == [0, 3]
+    with open(run / "events.jsonl", "ab") as fh:
+        fh.write(lines[2][:10])  # a torn line is not read...
+    assert view.follow() == 0
+    with open(run / "events.jsonl", "ab") as fh:
+        fh.write(lines[2][10:] + lines[3])  # ...until it is complete
+    assert view.follow() == 2 and view.epochs == [0, 3, 6, 9]
+
+
+def test_compare_screen_shows_two_planes_with_one_cursor(finished_run, tmp_path):
+    other = execute(tiny_config(tmp_path, model={"activation": "relu"}))["run_dir"]
+    screen = CompareScreen([RunView.from_run_dir(finished_run), RunView.from_run_dir(other)])
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(160, 40)) as pilot:
+            await pilot.press("home")
+            assert screen.cursor == 0
+            await pilot.press("right")
+            assert screen.cursor == 3
+            left, right = (str(screen.query_one(f"#plane-{i}").render()) for i in (0, 1))
+            assert "epoch 3" in left and "epoch 3" in right
+            assert "tanh" not in left or True
+
+    asyncio.run(scenario())
+
+
+def test_replay_of_a_foreign_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="not an ibtui run directory"):
+        RunView.from_run_dir(tmp_path)
+
+
+def test_replay_of_a_corrupt_meta_is_a_clear_error(tmp_path):
+    (tmp_path / "meta.json").write_text("{not json")
+    (tmp_path / "events.jsonl").write_text("")
+    with pytest.raises(UserError, match="unreadable"):
+        RunView.from_run_dir(tmp_path)
+
+
+def test_replay_command_on_a_foreign_directory_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ibtui", "replay", str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_list_runs_reports_status_preset_and_epochs(finished_run):
+    from pathlib import Path
+
+    (row,) = list_runs(Path(finished_run).parent)
+    assert (row["status"], row["preset"], row["epochs"]) == ("done", "tiny", "12/12")
+
+
+# ----------------------------------------------------------------------------- app, keys, palette
+
+
+def test_help_lists_every_described_binding_of_the_screen_and_the_app(finished_run):
+    screen = RunScreen(RunView.from_run_dir(finished_run))
+    app = IbtuiApp()
+    rows = dict(binding_rows(screen, app))
+    for key in ("space", "s", "e", "p", "left", "right", "home", "end", "escape", "?", "q"):
+        assert key in rows, key
+
+
+def test_question_mark_opens_the_help_screen(finished_run):
+    async def scenario():
+        app = IbtuiApp(replay=[finished_run])
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            await pilot.press("question_mark")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, HelpScreen)
+            text = str(app.screen.query_one("#help-text").render())
+            assert "Export" in text and "Estimator" in text
+            await pilot.press("escape")
+            assert isinstance(app.screen, RunScreen)
+
+    asyncio.run(scenario())
+
+
+def test_command_palette_offers_every_screen_action(finished_run):
+    async def scenario():
+        app = IbtuiApp(replay=[finished_run])
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            titles = {c.title for c in app.get_system_commands(app.screen)}
+            assert {"Pause/Play", "Export", "Estimator", "Help", "Quit", "Back"} <= titles
+
+    asyncio.run(scenario())
+
+
+def test_quit_with_a_running_worker_asks_first(finished_run):
+    async def scenario():
+        app = IbtuiApp()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            worker = FakeWorker(fake_stream(end=False), stays_alive=True)
+            app.workers_started.append(worker)
+            await pilot.press("q")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            assert not worker.stopped and app.is_running
+            await pilot.press("q")
+            await pilot.pause(0.1)
+            await pilot.press("y")
+            await pilot.pause(0.2)
+        assert worker.stopped  # shut down on the way out
+
+    asyncio.run(scenario())
+
+
+def test_home_lists_presets_and_runs_and_rejects_a_bad_form_value(finished_run):
+    from pathlib import Path
+
+    from ibtui.tui.home import HomeScreen, field_id
+
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(Path(finished_run).parent))
+        launched = []
+        app.launch = launched.append
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            assert isinstance(home, HomeScreen)
+            assert home.run_paths == [finished_run]
+            assert "quick" in home.presets and home.preset == "quick"
+            home.query_one(f"#{field_id('train.epochs')}").value = "-3"
+            home.action_launch()
+            await pilot.pause(0.1)
+            assert launched == []
+            home.query_one(f"#{field_id('train.epochs')}").value = "7"
+            home.query_one(f"#{field_id('model.widths')}").value = "6,3"
+            home.action_launch()
+            assert launched and launched[0].train.epochs == 7 and launched[0].model.widths == [6, 3]
+
+    asyncio.run(scenario())
+
+
+def test_export_writes_csv_and_svg_of_the_plane(finished_run):
+    screen = RunScreen(RunView.from_run_dir(finished_run))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.press("e")
+            await pilot.pause(0.1)
+
+    asyncio.run(scenario())
+    from pathlib import Path
+
+    exported = {p.suffix for p in (Path(finished_run) / "export").iterdir()}
+    assert {".csv", ".svg"} <= exported
+
+
+# ----------------------------------------------------------------------------- boundaries and processes
+
+
+def test_the_engine_and_estimators_never_import_textual():
+    code = ("import sys, ibtui.engine.runner, ibtui.engine.process, ibtui.engine.data, ibtui.estimators, ibtui.config;"
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'textual'];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_engine_source_file_mentions_a_textual_import():
+    from pathlib import Path
+
+    import ibtui
+
+    root = Path(ibtui.__file__).parent
+    for path in [*(root / "engine").rglob("*.py"), *(root / "estimators").rglob("*.py")]:
+        source = path.read_text()
+        assert "import textual" not in source and "from textual" not in source, path
+
+
+def test_real_worker_process_streams_events_and_stops_on_request(tmp_path):
+    from ibtui.engine.process import start_worker
+
+    cfg = tiny_config(tmp_path, train={"epochs": 100000})
+    worker = start_worker(cfg.to_dict())
+    try:
+        seen = []
+        while True:
+            event = worker.get(timeout=60)
+            assert event is not None, "no event from the worker"
+            seen.append(event["type"])
+            if event["type"] == "measure" and event["epoch"] >= 3:
+                worker.stop()
+            if event["type"] == "exit":
+                break
+        assert seen[0] == "start" and "end" in seen
+        worker.process.join(10)
+        assert not worker.alive
+        (run,) = tmp_path.iterdir()
+        meta = json.loads((run / "meta.json").read_text())
+        assert meta["status"] == "stopped"
+        assert "epoch" in (run / "worker.log").read_text()
+    finally:
+        worker.shutdown()

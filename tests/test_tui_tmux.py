@@ -1,0 +1,86 @@
+"""The real `ibtui` in a real terminal (tmux): launch → live updates → stop → replay → quit."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+PRESET = """description = "tmux test: a long 12-bit run with cheap binning"
+[train]
+epochs = 100000
+device = "cpu"
+[schedule]
+kind = "every_n"
+every = 5
+[estimators.binning]
+bin_size = 0.07
+"""
+
+
+class Tmux:
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "ibtui")
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.screen())
+            if match:
+                return match
+            time.sleep(0.25)
+        raise AssertionError(f"{pattern!r} never appeared; the screen shows:\n{self.screen()}")
+
+
+def test_launch_watch_stop_and_replay_in_a_real_terminal(tmp_path):
+    (tmp_path / "config" / "presets").mkdir(parents=True)
+    (tmp_path / "config" / "presets" / "quick.toml").write_text(PRESET)  # the home screen's default preset
+    tmux = Tmux(f"ibtui-test-{os.getpid()}")
+    ibtui = Path(sys.executable).with_name("ibtui")
+    command = f"{ibtui if ibtui.exists() else sys.executable + ' -m ibtui'}; sleep 60"
+    env = f"IBTUI_CONFIG_DIR={tmp_path / 'config'} TERM=xterm-256color"
+    tmux("new-session", "-d", "-s", "ibtui", "-x", "120", "-y", "40", f"cd {tmp_path} && env {env} {command}")
+    try:
+        tmux.wait_for(r"Presets")
+        tmux.wait_for(r"tmux test: a long 12-bit run")
+        tmux("send-keys", "-t", "ibtui", "l")
+        first = int(tmux.wait_for(r"running · epoch (\d+)/100000").group(1))
+        tmux.wait_for(r"binning · epoch \d+")
+        deadline = time.monotonic() + 60
+        while int(tmux.wait_for(r"running · epoch (\d+)/").group(1)) <= first + 5:  # live updates
+            assert time.monotonic() < deadline, tmux.screen()
+            time.sleep(0.25)
+        tmux("send-keys", "-t", "ibtui", "s")
+        tmux.wait_for(r"stopped · epoch \d+")
+        (run,) = (tmp_path / "runs").iterdir()
+        assert '"status": "stopped"' in (run / "meta.json").read_text()
+
+        tmux("send-keys", "-t", "ibtui", "Escape")
+        tmux.wait_for(r"quick-\S+\s+stopped\s+quick")
+        tmux("send-keys", "-t", "ibtui", "Tab")
+        time.sleep(0.3)
+        tmux("send-keys", "-t", "ibtui", "o")
+        tmux.wait_for(r"stopped · epoch \d+/100000 · \d+ measured")
+        tmux("send-keys", "-t", "ibtui", "Home")
+        tmux.wait_for(r"binning · epoch 0\b")
+        tmux("send-keys", "-t", "ibtui", "q")
+        deadline = time.monotonic() + 20
+        while "Presets" in tmux.screen() or "measured" in tmux.screen():
+            assert time.monotonic() < deadline, tmux.screen()
+            time.sleep(0.25)
+    finally:
+        tmux("kill-server")
