@@ -124,6 +124,28 @@ def presets_show(
     sys.stdout.write(cfg.to_toml())
 
 
+# ----------------------------------------------------------------------------- estimators
+
+
+@app.command("estimators")
+def estimators_list() -> None:
+    """List the MI estimators: preset name, planes they produce, parameters with defaults, summary."""
+    import dataclasses
+
+    from ibtui.estimators import ESTIMATORS
+
+    table = Table(box=None, header_style="bold")
+    for col in ("name", "planes", "parameters (defaults)", "what"):
+        table.add_column(col, overflow="fold")
+    for name, cls in ESTIMATORS.items():
+        est = cls()
+        params = ", ".join(f"{f.name}={getattr(est, f.name)!r}" for f in dataclasses.fields(est))
+        table.add_row(escape(name), escape(", ".join(est.planes)), escape(params), escape(cls.summary))
+    out.print(table)
+    out.print(escape("Use one in a preset as [estimators.NAME] or with --set estimators.NAME.PARAM=VALUE; "
+                     "all values in bits."), style="dim")
+
+
 # ----------------------------------------------------------------------------- run
 
 

@@ -135,3 +135,13 @@ def test_sigterm_stops_a_headless_run_cleanly(tmp_path):
     (run,) = tmp_path.iterdir()
     assert read_meta(run)["status"] == "stopped"
     assert len(read_events(run)) >= 3
+
+
+def test_estimators_lists_every_registered_estimator_with_its_parameters():
+    from ibtui.estimators import ESTIMATORS
+
+    result = invoke("estimators")
+    assert result.exit_code == 0
+    for name in ESTIMATORS:
+        assert name in result.output
+    assert "bin_size=0.07" in result.output and "noise_variance=0.001" in result.output

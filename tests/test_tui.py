@@ -472,3 +472,22 @@ def test_real_worker_process_streams_events_and_stops_on_request(tmp_path):
         assert "epoch" in (run / "worker.log").read_text()
     finally:
         worker.shutdown()
+
+
+def test_plots_follow_a_terminal_resize():
+    screen = RunScreen(RunView(), worker=FakeWorker(fake_stream()))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(80, 24)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.status == "done")
+            plane = screen.query_one("#plane")
+            small = plane.content_size
+            small_text = str(plane.render())
+            await pilot.resize_terminal(200, 60)
+            await pilot.pause(0.7)
+            large = plane.content_size
+            assert large.width > small.width and large.height > small.height
+            large_lines = str(plane.render()).splitlines()
+            assert len(large_lines) == large.height and len(large_lines) > len(small_text.splitlines())
+
+    asyncio.run(scenario())

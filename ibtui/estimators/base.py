@@ -49,11 +49,13 @@ class MISet:
 
     x_ids: (N,) int64, id of each sample's distinct input row (0..n_inputs-1).
     y: (N,) int64 labels in 0..n_classes-1.
+    x: (N, D) float inputs, for estimators that treat X as a continuous vector (kNN); optional.
     """
 
     x_ids: torch.Tensor
     y: torch.Tensor
     n_classes: int
+    x: torch.Tensor | None = None
 
     @classmethod
     def from_arrays(cls, x: np.ndarray, y: np.ndarray, device: torch.device | str = "cpu") -> "MISet":
@@ -66,6 +68,7 @@ class MISet:
             x_ids=torch.as_tensor(inverse.reshape(-1).astype(np.int64), device=device),
             y=torch.as_tensor(y, device=device),
             n_classes=n_classes,
+            x=torch.as_tensor(x, dtype=torch.float32, device=device),
         )
 
     @property
@@ -83,7 +86,8 @@ class MISet:
         return entropy_of_ids_bits(self.y)
 
     def to(self, device: torch.device | str) -> "MISet":
-        return MISet(self.x_ids.to(device), self.y.to(device), self.n_classes)
+        return MISet(self.x_ids.to(device), self.y.to(device), self.n_classes,
+                     None if self.x is None else self.x.to(device))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from ibtui.tui.export import epoch_position, ramp_at
 from ibtui.tui.state import RunView
 
 EPOCH_BINS = 8
+BAND_PARTNER = {"kde_upper": "kde_lower", "kde_lower": "kde_upper"}  # drawn together as a band
 LAYER_MARKERS = ["●", "◆", "■", "▲", "▼", "★", "✚", "✖", "○", "◇"]
 
 
@@ -25,6 +26,7 @@ def binned_epoch_colour(epoch: int, first: int, last: int) -> tuple[int, int, in
 
 def _start(width: int, height: int, title: str = "") -> None:
     plt.clear_figure()
+    plt.limitsize(False, False)  # the widget's size, not the terminal's, bounds the figure
     plt.plotsize(max(width, 10), max(height, 5))
     plt.theme("pro")
     if title:
@@ -44,7 +46,8 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     """Information plane of one estimator: x = I(X;T), y = I(T;Y) in bits, one trajectory per layer.
 
     Points are coloured by epoch; the layers at the latest epoch (or at ``cursor``) are joined.
-    H(X) and H(Y) are marked by dashed lines when known.
+    H(X) and H(Y) are marked when known. For a KDE bound, the other bound is drawn dimmed and
+    each layer's two bounds at the shown epoch are joined: the lower–upper band.
     """
     points = view.planes.get(plane)
     if not points:
@@ -61,10 +64,20 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     plt.ylabel("I(T;Y) bits")
     if view.h_x:
         plt.vline(view.h_x, "gray")
+        plt.text("H(X)", view.h_x, y_max * 0.04, color="gray", alignment="right")
     if view.h_y:
         plt.hline(view.h_y, "gray")
+        plt.text(f"H(Y)={view.h_y:.2f}", x_max * 0.55, view.h_y, color="gray", alignment="center")
     colours = [binned_epoch_colour(e, first, last) for e in epochs]
     n_layers = len(points[first][0])
+    partner = view.planes.get(BAND_PARTNER.get(plane, ""), {})
+    if partner:  # the KDE lower–upper band: the other bound dimmed, the two joined at the shown epoch
+        for layer in range(n_layers):
+            plt.scatter([partner[e][0][layer] for e in sorted(partner)], [partner[e][1][layer] for e in sorted(partner)],
+                        color="gray", marker="dot")
+            if shown in partner:
+                plt.plot([points[shown][0][layer], partner[shown][0][layer]],
+                         [points[shown][1][layer], partner[shown][1][layer]], color="gray", marker="braille")
     for layer in range(n_layers):
         xs = [points[e][0][layer] for e in epochs]
         ys = [points[e][1][layer] for e in epochs]
