@@ -10,7 +10,8 @@ import json
 import math
 import signal
 import sys
-from typing import Any, List, Optional
+from pathlib import Path
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -204,12 +205,36 @@ def run(
     except UserError as exc:
         fail(str(exc))
 
+    _with_progress(cfg.preset, cfg.train.epochs, lambda on_event: execute(cfg, on_event=on_event, prepared=prepared),
+                   quiet, as_json)
+
+
+@app.command()
+def resume(
+    run_dir: str = typer.Argument(..., help="A stopped, failed or killed run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON summary instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Continue a run from its last checkpoint, in place (same later epochs as an uninterrupted run)."""
+    from ibtui.config import config_from_dict, read_toml
+    from ibtui.engine.runner import resume as resume_run
+
+    try:
+        cfg = config_from_dict(read_toml(Path(run_dir) / "config.toml"), source=run_dir)
+    except UserError as exc:
+        fail(str(exc))
+    _with_progress(cfg.preset, cfg.train.epochs, lambda on_event: resume_run(run_dir, on_event=on_event), quiet, as_json)
+
+
+def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]],
+                   quiet: bool, as_json: bool) -> None:
+    """Drive ``start(on_event)`` under a progress bar, then print the summary (table or JSON)."""
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
         RateColumn(), TimeRemainingColumn(), TextColumn("{task.fields[mi]}"),
         console=err, disable=quiet, transient=False, refresh_per_second=4,
     )
-    task = progress.add_task(cfg.preset, total=max(cfg.train.epochs, 1), mi="")
+    task = progress.add_task(escape(title), total=max(epochs, 1), mi="")
     layer_names: list[str] = []
 
     def on_event(event: dict[str, Any]) -> None:
@@ -224,11 +249,12 @@ def run(
         elif kind == "measure":
             plane_name, plane = next(iter(event["planes"].items()))
             layer = layer_names[-2] if len(layer_names) >= 2 else "last"
-            progress.update(task, mi=f"{plane_name} {layer} I(X;T)={plane['ixt'][-2]:.2f} I(T;Y)={plane['ity'][-2]:.2f}")
+            progress.update(task, completed=max(progress.tasks[0].completed, event["epoch"]),
+                            mi=f"{plane_name} {layer} I(X;T)={plane['ixt'][-2]:.2f} I(T;Y)={plane['ity'][-2]:.2f}")
 
     try:
         with termination_as_interrupt(), progress:
-            summary = execute(cfg, on_event=on_event, prepared=prepared)
+            summary = start(on_event)
     except UserError as exc:
         fail(str(exc))
     if as_json:

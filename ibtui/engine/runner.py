@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 
 import ibtui
-from ibtui.config import Config, all_planes
+from ibtui.config import Config, all_planes, config_from_dict, read_toml
 from ibtui.engine.data import Dataset, load_dataset
 from ibtui.engine.model import MLP
 from ibtui.engine.schedule import Schedule, plane_distance
-from ibtui.engine.store import CURVES, LOG, PLANES, RunStore
+from ibtui.engine.store import (CONFIG, CURVES, LOG, PLANES, RunStore, checkpoint_path, read_events, read_meta,
+                                read_npz)
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
 
@@ -180,6 +181,9 @@ class Engine:
         self.records: dict[int, dict[str, Any]] = {}  # measured epoch → event
         self.curves: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")}
         self.epochs_done = 0
+        self.previous: dict[str, Any] | None = None  # loop state (set by restore() when resuming)
+        self.next_epoch: int | None = self.schedule.first()
+        self.epoch = 0
         self._scratch: MLP | None = None
         self._last_array_write = 0.0
 
@@ -292,14 +296,48 @@ class Engine:
         while pause is not None and pause.is_set() and not (stop is not None and stop.is_set()):
             time.sleep(0.05)
 
+    # ------------------------------------------------------------------ resume
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """What a checkpoint needs beyond the weights to continue exactly: optimiser, batch RNG, skip."""
+        out = {"resume.rng": self.batch_gen.get_state().numpy(), "resume.skip": np.asarray(self.schedule.skip)}
+        for index, state in self.opt.state_dict()["state"].items():
+            for name, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    out[f"resume.opt.{index}.{name}"] = value.detach().cpu().numpy()
+        return out
+
+    def restore(self, arrays: dict[str, np.ndarray], events: list[dict[str, Any]], curves: dict[str, np.ndarray]) -> None:
+        """Continue after the checkpointed epoch of ``arrays`` (see :func:`resume`)."""
+        epoch = int(arrays["resume.epoch"])
+        weights = {k: torch.as_tensor(v) for k, v in arrays.items() if not k.startswith("resume.")}
+        self.model.load_state_dict(weights)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in arrays.items():
+            if key.startswith("resume.opt."):
+                index, name = key[len("resume.opt."):].split(".", 1)
+                state.setdefault(int(index), {})[name] = torch.as_tensor(value).to(self.prep.device)
+        self.opt.load_state_dict({"state": state, "param_groups": self.opt.state_dict()["param_groups"]})
+        self.batch_gen.set_state(torch.as_tensor(arrays["resume.rng"], dtype=torch.uint8))
+        self.schedule.skip = int(arrays["resume.skip"])
+        for event in events:
+            if int(event["epoch"]) <= epoch:
+                self.records[int(event["epoch"])] = event
+        self.previous = self.records[epoch]
+        self.next_epoch = self.previous["schedule"]["next"]
+        self.epoch = epoch + 1
+        self.epochs_done = epoch
+        if all(key in curves and len(curves[key]) == len(curves["epoch"]) for key in self.curves):
+            keep = np.asarray(curves["epoch"]) <= epoch
+            self.curves = {key: [float(v) for v in np.asarray(curves[key])[keep]] for key in self.curves}
+
     def run(self, stop: StopFlag | None, pause: StopFlag | None = None) -> str:
         """Train and measure until done or stopped; returns the final status. Idles while ``pause`` is set."""
         cfg, sched = self.cfg, self.schedule
         keep = sched.keeps_skipped_weights
         kept: dict[int, dict[str, torch.Tensor]] = {}
-        previous: dict[str, Any] | None = None
-        next_epoch: int | None = sched.first()
-        epoch = 0
+        previous, next_epoch, epoch = self.previous, self.next_epoch, self.epoch
+        if keep and previous is not None:
+            kept[previous["epoch"]] = _cpu_state(self.model)
         while next_epoch is not None:
             self.wait_while_paused(stop, pause)
             if stop is not None and stop.is_set():
@@ -327,7 +365,7 @@ class Engine:
                         distance = plane_distance(self.point(previous), self.point(rec))
                 next_epoch, decision = sched.decide(epoch, distance, last_gap)
                 rec["schedule"] = {**decision, "next": next_epoch}
-                self.record(rec, _weights(self.model))
+                self.record(rec, {**_weights(self.model), **self.resume_state(), "resume.epoch": np.asarray(epoch)})
                 self.write_arrays(force=next_epoch is None)
                 self.log.info("epoch %d measured (%s); next %s", epoch, decision["decision"], next_epoch)
                 previous = rec
@@ -386,7 +424,6 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
     every outcome is recorded in meta.json: done, stopped (stop flag or KeyboardInterrupt,
     measured epochs kept) or failed (divergence or an unexpected error, with the reason).
     """
-    emit: EventSink = on_event or (lambda event: None)
     prep = prepared or prepare(cfg)
     meta = {
         "preset": cfg.preset, "description": cfg.description, "versions": _versions(),
@@ -398,18 +435,80 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
         "argv": sys.argv,
     }
     store = RunStore.create(Path(runs_dir or cfg.store.runs_dir), cfg.preset, cfg.to_toml(), meta)
+    return _drive(prep, store, on_event, stop, pause, f"started on {prep.device}: {cfg.description}")
+
+
+def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFlag | None = None,
+           pause: StopFlag | None = None) -> dict[str, Any]:
+    """Continue a stopped, failed or killed run from its last complete checkpoint, in place.
+
+    On CPU the epochs after the checkpoint are the same as those of an uninterrupted run with
+    the same seed (weights, optimiser state and the batch-order RNG are restored). Raises
+    UserError when the directory is not a resumable run.
+    """
+    path = Path(run_dir)
+    meta = read_meta(path)
+    status = meta.get("status")
+    if status == "done":
+        raise UserError(f"{path} is already done; nothing to resume")
+    if status == "running" and meta.get("host") == platform.node() and _pid_alive(meta.get("pid")):
+        raise UserError(f"{path} is still being written by process {meta.get('pid')}")
+    cfg = config_from_dict(read_toml(path / CONFIG), source=str(path / CONFIG))
+    prep = prepare(cfg)
+    events = read_events(path)
+    point = None
+    for event in reversed(events):
+        try:
+            arrays = read_npz(checkpoint_path(path, int(event["epoch"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if "resume.epoch" in arrays and int(arrays["resume.epoch"]) == int(event["epoch"]):
+            point = arrays
+            break
+    if point is None:
+        raise UserError(f"{path} has no complete checkpoint to resume from; start it again with `ibtui run`")
+    try:
+        curves = read_npz(path / CURVES)
+    except (OSError, ValueError):
+        curves = {}
+    store = RunStore.open(path)
+    engine_events = [e for e in events if isinstance(e.get("epoch"), int) and isinstance(e.get("planes"), dict)]
+    epoch = int(point["resume.epoch"])
+    store.write_meta(status="running", error=None, pid=os.getpid(), resumed_from=epoch)
+    return _drive(prep, store, on_event, stop, pause, f"resumed after epoch {epoch}",
+                  lambda engine: engine.restore(point, engine_events, curves))
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: StopFlag | None,
+           pause: StopFlag | None, what: str, setup: Callable[[Engine], None] | None = None) -> dict[str, Any]:
+    """Run an engine on an open store, recording the outcome in meta.json whatever happens."""
+    emit: EventSink = on_event or (lambda event: None)
     log = logging.getLogger(f"ibtui.run.{store.path.name}")
     log.setLevel(logging.INFO)
     log.propagate = False
     handler = logging.FileHandler(store.path / LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
-    log.info("run %s started on %s: %s", store.path.name, prep.device, cfg.description)
+    log.info("run %s %s", store.path.name, what)
     engine = Engine(prep, store, emit, log)
-    emit({"type": "start", "run_dir": str(store.path), "meta": store.meta})
     started = time.perf_counter()
     status, error = "failed", None
     try:
+        if setup is not None:
+            setup(engine)
+        emit({"type": "start", "run_dir": str(store.path), "meta": store.meta})
         status = engine.run(stop, pause)
     except KeyboardInterrupt:
         status = "stopped"

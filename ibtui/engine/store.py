@@ -179,6 +179,28 @@ class RunStore:
             raise UserError(f"cannot write run directory {path}: {exc.strerror or exc}") from None
         return store
 
+    @classmethod
+    def open(cls, path: Path) -> "RunStore":
+        """Reopen an existing run directory to append to it (resume)."""
+        store = cls(path)
+        store.meta = read_meta(path)
+        try:
+            store._events = open(Path(path) / EVENTS, "ab")
+            store._drop_torn_tail()
+        except OSError as exc:
+            raise UserError(f"cannot append to {Path(path) / EVENTS}: {exc.strerror or exc}") from None
+        return store
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a killed writer's incomplete last line, so appended lines stay whole."""
+        assert self._events is not None
+        path = self.path / EVENTS
+        data = path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            os.truncate(path, complete)
+            self._events.seek(0, os.SEEK_END)
+
     def write_meta(self, **updates: Any) -> None:
         self.meta.update(updates)
         self.meta["updated"] = utc_stamp()
