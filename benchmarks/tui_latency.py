@@ -98,6 +98,14 @@ def main() -> None:
             (out.parent / f"live_{size[0]}x{size[1]}.txt").write_text(capture)
         tmux(socket, "send-keys", "-t", "b", "s")
         wait_for(socket, r"stopped · epoch")
+        idle = []
+        for i in range(args.keys):  # the same key once nothing streams: the terminal's own floor
+            tmux(socket, "send-keys", "-t", "b", "p")
+            _, waited = wait_for(socket, rf"estimator {planes[(i + args.keys) % 2]}\b")
+            idle.append(waited)
+            time.sleep(0.1)
+        report["key_latency_idle_ms"] = {"median": round(1000 * statistics.median(idle), 1),
+                                         "max": round(1000 * max(idle), 1), "n": len(idle)}
     finally:
         tmux(socket, "kill-server")
 

@@ -135,14 +135,12 @@ def estimators_list() -> None:
 
     from ibtui.estimators import ESTIMATORS
 
-    table = Table(box=None, header_style="bold")
-    for col in ("name", "planes", "parameters (defaults)", "what"):
-        table.add_column(col, overflow="fold")
     for name, cls in ESTIMATORS.items():
         est = cls()
-        params = ", ".join(f"{f.name}={getattr(est, f.name)!r}" for f in dataclasses.fields(est))
-        table.add_row(escape(name), escape(", ".join(est.planes)), escape(params), escape(cls.summary))
-    out.print(table)
+        params = ", ".join(f"{f.name}={getattr(est, f.name)!r}" for f in dataclasses.fields(est)) or "(none)"
+        out.print(f"[bold cyan]{escape(name)}[/]  [dim]planes:[/] {escape(', '.join(est.planes))}", highlight=False)
+        out.print(f"  {escape(cls.summary)}", highlight=False)
+        out.print(f"  [dim]parameters:[/] {escape(params)}", highlight=False, soft_wrap=True)
     out.print(escape("Use one in a preset as [estimators.NAME] or with --set estimators.NAME.PARAM=VALUE; "
                      "all values in bits."), style="dim")
 

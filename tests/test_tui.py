@@ -211,7 +211,7 @@ def test_run_screen_draws_every_panel_at_small_and_large_sizes(size):
                 widget = screen.query_one(panel)
                 assert widget.content_size.width > 10 and widget.content_size.height > 4
                 assert str(widget.render()).strip()
-            assert "I(X;T) bits" in str(screen.query_one("#plane").render())
+            assert "x I(X;T), y I(T;Y) in bits" in str(screen.query_one("#plane").render())
 
     asyncio.run(scenario())
 

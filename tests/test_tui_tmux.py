@@ -74,7 +74,7 @@ def test_launch_watch_stop_and_replay_in_a_real_terminal(tmp_path):
         tmux("send-keys", "-t", "ibtui", "Tab")
         time.sleep(0.3)
         tmux("send-keys", "-t", "ibtui", "o")
-        tmux.wait_for(r"stopped · epoch \d+/100000 · \d+ measured")
+        tmux.wait_for(r"stopped · epoch \d+/100000 · estimator binning · \d+ measured")
         tmux("send-keys", "-t", "ibtui", "Home")
         tmux.wait_for(r"binning · epoch 0\b")
         tmux("send-keys", "-t", "ibtui", "q")

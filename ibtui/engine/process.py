@@ -3,6 +3,7 @@
 Used by the TUI (never a thread of the UI process). The child:
 - ignores SIGINT (the parent asks it to stop through ``stop``) and stops by itself when
   its parent dies, so quitting never leaves an orphan;
+- runs at a lower CPU priority than the UI, so keys are answered at once while it trains;
 - writes its stdout/stderr to the run's ``worker.log`` instead of the terminal;
 - sends every engine event, then ``{"type": "exit"}``; an unexpected exception is sent as
   ``{"type": "error", "message", "traceback"}`` (bad input as ``{"type": "error", "message"}``).
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 QUEUE_SIZE = 2000
+NICENESS = 5
 DROPPABLE = {"epoch"}
 
 
@@ -47,6 +49,10 @@ def _redirect_output(path: str) -> None:
 
 def _child(raw_config: dict[str, Any], events: Any, stop: Any, pause: Any, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(NICENESS)  # the UI answers keys first; the run takes every cycle it leaves
+    except OSError:
+        pass
     _redirect_output(os.devnull)
     flag = _StopOrOrphaned(stop, parent_pid)
 

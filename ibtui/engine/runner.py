@@ -25,6 +25,7 @@ import platform
 import sys
 import time
 import traceback
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -39,7 +40,7 @@ from ibtui.engine.data import Dataset, load_dataset
 from ibtui.engine.model import MLP
 from ibtui.engine.schedule import Schedule, plane_distance
 from ibtui.engine.store import (CONFIG, CURVES, LOG, PLANES, RunStore, checkpoint_path, read_events, read_meta,
-                                read_npz)
+                                read_npz, run_file)
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
 
@@ -453,14 +454,14 @@ def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFla
         raise UserError(f"{path} is already done; nothing to resume")
     if status == "running" and meta.get("host") == platform.node() and _pid_alive(meta.get("pid")):
         raise UserError(f"{path} is still being written by process {meta.get('pid')}")
-    cfg = config_from_dict(read_toml(path / CONFIG), source=str(path / CONFIG))
+    cfg = config_from_dict(read_toml(run_file(path, CONFIG)), source=str(path / CONFIG))
     prep = prepare(cfg)
     events = read_events(path)
     point = None
     for event in reversed(events):
         try:
             arrays = read_npz(checkpoint_path(path, int(event["epoch"])))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, UserError, zipfile.BadZipFile):
             continue
         if "resume.epoch" in arrays and int(arrays["resume.epoch"]) == int(event["epoch"]):
             point = arrays
@@ -468,8 +469,8 @@ def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFla
     if point is None:
         raise UserError(f"{path} has no complete checkpoint to resume from; start it again with `ibtui run`")
     try:
-        curves = read_npz(path / CURVES)
-    except (OSError, ValueError):
+        curves = read_npz(run_file(path, CURVES))
+    except (OSError, ValueError, UserError, zipfile.BadZipFile):
         curves = {}
     store = RunStore.open(path)
     engine_events = [e for e in events if isinstance(e.get("epoch"), int) and isinstance(e.get("planes"), dict)]

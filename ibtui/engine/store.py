@@ -94,9 +94,18 @@ def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Load every array of an .npz safely (``allow_pickle=False``)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """Load every array of an .npz safely (``allow_pickle=False``).
+
+    OSError when it cannot be opened; ValueError for anything else wrong with it (truncated,
+    not a zip, pickled objects, a corrupt member).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except OSError:
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, zlib.error, ValueError (pickle), KeyError...
+        raise ValueError(f"{path} is not a readable .npz ({type(exc).__name__}: {exc})") from None
 
 
 def iter_events(path: Path) -> Iterator[dict[str, Any]]:
@@ -116,12 +125,24 @@ def iter_events(path: Path) -> Iterator[dict[str, Any]]:
         return
 
 
+def run_file(run_dir: Path, name: str | Path) -> Path:
+    """``run_dir / name``, refusing anything (a symlink, say) that resolves outside the run directory.
+
+    A run directory may come from someone else: reading it must never reach other files.
+    """
+    base = Path(run_dir).resolve()
+    path = (base / name).resolve()
+    if path != base and base not in path.parents:
+        raise UserError(f"{Path(run_dir) / name} points outside the run directory; refusing to read it")
+    return path
+
+
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
-    return list(iter_events(Path(run_dir) / EVENTS))
+    return list(iter_events(run_file(run_dir, EVENTS)))
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / META
+    path = run_file(run_dir, META)
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
@@ -134,7 +155,8 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
 
 
 def checkpoint_path(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / CHECKPOINTS / f"e{epoch:07d}.npz"
+    """Where the weights of ``epoch`` live (checked to stay inside the run directory)."""
+    return run_file(run_dir, Path(CHECKPOINTS) / f"e{epoch:07d}.npz")
 
 
 class RunStore:

@@ -6,10 +6,20 @@
 ``ESTIMATORS`` maps the registry name used in presets (``[estimators.NAME]``) to its class.
 """
 
+from ibtui.estimators.adaptive import AdaptiveBinning
 from ibtui.estimators.base import Estimator, MISet, Plane, plug_in_entropy_bits
 from ibtui.estimators.binning import Binning, FixedBinning
+from ibtui.estimators.discrete import Discrete
+from ibtui.estimators.gae import GeometricAdaptive
+from ibtui.estimators.gaussian import Gaussian
 from ibtui.estimators.kde import KDE
+from ibtui.estimators.ksg import KSG
+from ibtui.estimators.lga import LocalGaussian
 
-ESTIMATORS: dict[str, type[Estimator]] = {cls.kind: cls for cls in (FixedBinning, Binning, KDE)}
+ESTIMATORS: dict[str, type[Estimator]] = {
+    cls.kind: cls
+    for cls in (FixedBinning, Binning, KDE, AdaptiveBinning, Discrete, Gaussian, KSG, LocalGaussian, GeometricAdaptive)
+}
 
-__all__ = ["ESTIMATORS", "Binning", "Estimator", "FixedBinning", "KDE", "MISet", "Plane", "plug_in_entropy_bits"]
+__all__ = ["ESTIMATORS", "AdaptiveBinning", "Binning", "Discrete", "Estimator", "FixedBinning", "Gaussian",
+           "GeometricAdaptive", "KDE", "KSG", "LocalGaussian", "MISet", "Plane", "plug_in_entropy_bits"]

@@ -42,6 +42,13 @@ def empty_figure(width: int, height: int, message: str) -> str:
     return plt.build()
 
 
+def _number(value: object) -> float:
+    """A finite float, or NaN for anything else (a replayed file may hold anything)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return math.nan
+
+
 def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int | None = None) -> str:
     """Information plane of one estimator: x = I(X;T), y = I(T;Y) in bits, one trajectory per layer.
 
@@ -54,14 +61,12 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
         return empty_figure(width, height, f"{plane or 'plane'}: waiting for the first measurement…")
     epochs = sorted(points)
     first, last = epochs[0], epochs[-1]
-    shown = last if cursor is None else (view.at_or_before(cursor) if view.at_or_before(cursor) is not None else first)
-    _start(width, height, f"{plane} · epoch {shown}")
+    shown = last if cursor is None else max((e for e in epochs if e <= cursor), default=first)
+    _start(width, height, f"{plane} · epoch {shown} · x I(X;T), y I(T;Y) in bits")
     x_max = max([view.h_x or 0.0] + [max(points[e][0]) for e in epochs]) * 1.05 or 1.0
     y_max = max([view.h_y or 0.0] + [max(points[e][1]) for e in epochs]) * 1.08 or 1.0
     plt.xlim(0, x_max)
     plt.ylim(0, y_max)
-    plt.xlabel("I(X;T) bits")
-    plt.ylabel("I(T;Y) bits")
     if view.h_x:
         plt.vline(view.h_x, "gray")
         plt.text("H(X)", view.h_x, y_max * 0.04, color="gray", alignment="right")
@@ -98,7 +103,7 @@ def schedule_figure(view: RunView, width: int, height: int) -> str:
         return empty_figure(width, height, "schedule: no gaps yet")
     _start(width, height, f"skip · {len(epochs)} measured")
     plt.scatter(epochs[:-1], skips, color="cyan", marker="braille")
-    plt.xlim(0, max(view.epochs_total, epochs[-1], 1))
+    plt.xlim(0, max(epochs[-1], 1))
     plt.ylim(0, max(skips) * 1.1 + 1)
     return plt.build()
 
@@ -111,8 +116,7 @@ def curves_figure(view: RunView, width: int, height: int) -> str:
         if not measured:
             return empty_figure(width, height, "curves: no epochs yet")
         xs = [e for e, _ in measured]
-        series = {k: [math.nan if m.get(k) is None else m[k] for _, m in measured]
-                  for k in ("train_loss", "train_acc", "test_acc")}
+        series = {k: [_number(m.get(k)) for _, m in measured] for k in ("train_loss", "train_acc", "test_acc")}
     else:
         stride = max(1, len(c["epoch"]) // max(2 * width, 1))
         xs = c["epoch"][::stride]

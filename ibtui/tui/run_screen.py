@@ -42,12 +42,12 @@ def status_line(view: RunView, plane: str, cursor: int | None, paused: bool = Fa
     parts = [
         f"[b]{view.status if not paused else 'paused'}[/b]",
         f"epoch {view.epochs_done}/{view.epochs_total}",
+        f"estimator [b]{plane}[/b]" if plane else None,
+        f"cursor {cursor}" if cursor is not None else None,
         f"{rate:,.1f} ep/s" if rate else None,
         f"ETA {fmt_seconds(view.eta())}" if view.running else None,
         f"{len(view.epochs)} measured",
         str(view.meta.get("device", "")) or None,
-        f"estimator [b]{plane}[/b]" if plane else None,
-        f"cursor {cursor}" if cursor is not None else None,
     ]
     line = " · ".join(p for p in parts if p)
     if view.error:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import math
 import time
+import zipfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ibtui.engine.store import CONFIG, EVENTS, META, read_meta, read_npz
+from ibtui.engine.store import CONFIG, CURVES, EVENTS, META, read_meta, read_npz, run_file
 from ibtui.errors import UserError
 
 
@@ -50,13 +51,19 @@ class RunView:
         """Measured epochs, sorted (delta_exact bisection measures out of order)."""
         return sorted(self.measures)
 
+    def _bits(self, key: str) -> float | None:
+        value = self.meta.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        return float(value) if ok else None
+
     @property
     def h_x(self) -> float | None:
-        return self.meta.get("h_x")
+        """H(X) in bits from meta.json (None when absent or not a sane number)."""
+        return self._bits("h_x")
 
     @property
     def h_y(self) -> float | None:
-        return self.meta.get("h_y")
+        return self._bits("h_y")
 
     @property
     def running(self) -> bool:
@@ -154,18 +161,28 @@ class RunView:
         self.title = str(meta.get("id") or meta.get("preset") or self.title)
 
     def _add_measure(self, event: dict[str, Any]) -> None:
-        epoch = int(event["epoch"])
-        self.measures[epoch] = event
-        for name, plane in (event.get("planes") or {}).items():
+        """Add one measured epoch; ValueError/TypeError/KeyError for a malformed one (nothing added)."""
+        epoch = event["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 2**53:
+            raise ValueError(f"bad epoch {epoch!r}")
+        width = len(self.layers) or None
+        parsed = {}
+        for name, plane in event["planes"].items():
             ixt, ity = [float(v) for v in plane["ixt"]], [float(v) for v in plane["ity"]]
-            self.planes.setdefault(name, {})[epoch] = (ixt, ity)
+            width = width or len(ixt)
+            if not (len(ixt) == len(ity) == width) or not all(map(math.isfinite, ixt + ity)):
+                raise ValueError(f"plane {name!r} of epoch {epoch} is malformed")
+            parsed[str(name)] = (ixt, ity)
+        self.measures[epoch] = event
+        for name, values in parsed.items():
+            self.planes.setdefault(name, {})[epoch] = values
             if name not in self.plane_names:
                 self.plane_names.append(name)
         if not self.layers and self.planes:
             n = len(next(iter(self.planes.values()))[epoch][0])
             self.layers = [f"layer {i + 1}" for i in range(n)]
         self.epochs_done = max(self.epochs_done, epoch)
-        schedule = event.get("schedule") or {}
+        schedule = event.get("schedule") if isinstance(event.get("schedule"), dict) else {}
         best = self.plane_names[0] if self.plane_names else None
         if best and best in self.planes:
             ixt, ity = self.planes[best][epoch]
@@ -185,13 +202,15 @@ class RunView:
         view = cls(run_dir=str(path))
         try:
             view._set_meta(meta)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise UserError(f"{path / META} has unexpected content: {exc}") from None
         view.status = str(meta.get("status", "unknown"))
-        view.error = meta.get("error")
+        view.error = None if meta.get("error") is None else str(meta.get("error"))
         view.follow()
         view._load_curves()
-        view.epochs_done = max(view.epochs_done, int(meta.get("epochs_done") or 0))
+        done = meta.get("epochs_done")
+        if isinstance(done, int) and not isinstance(done, bool):
+            view.epochs_done = max(view.epochs_done, done)
         if not (path / CONFIG).is_file():
             view.add_log(f"warning: {CONFIG} is missing")
         return view
@@ -200,12 +219,12 @@ class RunView:
         """Read events appended since the last call (a run still being written). Returns how many."""
         if self.run_dir is None:
             return 0
-        path = Path(self.run_dir) / EVENTS
         try:
+            path = run_file(self.run_dir, EVENTS)
             with open(path, "rb") as fh:
                 fh.seek(self._offset)
                 data = fh.read()
-        except OSError:
+        except (OSError, UserError):
             return 0
         end = data.rfind(b"\n") + 1  # only complete lines; a torn tail waits for its newline
         count = 0
@@ -232,20 +251,22 @@ class RunView:
             return
         if meta.get("status") != self.status:
             self.status = str(meta.get("status"))
-            self.error = meta.get("error")
-            self.epochs_done = int(meta.get("epochs_done") or self.epochs_done)
+            self.error = None if meta.get("error") is None else str(meta.get("error"))
+            done = meta.get("epochs_done")
+            if isinstance(done, int) and not isinstance(done, bool):
+                self.epochs_done = done
             self.version += 1
 
     def _load_curves(self) -> None:
-        path = Path(self.run_dir or ".") / "curves.npz"
-        if not path.is_file():
-            return
         try:
+            path = run_file(self.run_dir or ".", CURVES)
+            if not path.is_file():
+                return
             arrays = read_npz(path)
             self.curves = {k: [float(v) for v in arrays[k]] for k in self.curves if k in arrays}
             for k in ("epoch", "train_loss", "train_acc", "test_acc"):
                 self.curves.setdefault(k, [])
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, UserError, zipfile.BadZipFile) as exc:
             self.add_log(f"warning: curves.npz unreadable ({exc})")
 
 
