@@ -480,6 +480,13 @@ def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFla
                   lambda engine: engine.restore(point, engine_events, curves))
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """worker.log is best effort: a full disk must not print logging tracebacks on the terminal."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -499,7 +506,7 @@ def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: St
     log = logging.getLogger(f"ibtui.run.{store.path.name}")
     log.setLevel(logging.INFO)
     log.propagate = False
-    handler = logging.FileHandler(store.path / LOG)
+    handler = _QuietFileHandler(store.path / LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.info("run %s %s", store.path.name, what)
@@ -523,13 +530,19 @@ def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: St
         _ignore_sigint()  # a second Ctrl+C must not interrupt the final writes
         try:
             engine.write_arrays(force=True)
-        finally:
+        except OSError as exc:  # disk full, read-only...: events.jsonl still holds every measured epoch
+            status, error = "failed", error or f"cannot write arrays: {exc}"
+            log.error("final arrays not written: %s", exc)
+        try:
             store.write_meta(status=status, error=error, epochs_done=engine.epochs_done, wall_seconds=round(wall, 3))
-            store.close()
-            log.info("run %s ended: %s%s", store.path.name, status, f" ({error})" if error else "")
-            log.removeHandler(handler)
-            handler.close()
-            _restore_sigint()
+        except OSError as exc:
+            status, error = "failed", error or f"cannot write meta.json: {exc}"
+            log.error("final meta.json not written: %s", exc)
+        store.close()
+        log.info("run %s ended: %s%s", store.path.name, status, f" ({error})" if error else "")
+        log.removeHandler(handler)
+        handler.close()
+        _restore_sigint()
     summary = summarize(engine, status, wall, error)
     emit({"type": "end", "status": status, "error": error, "summary": summary})
     return summary

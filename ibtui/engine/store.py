@@ -243,5 +243,8 @@ class RunStore:
 
     def close(self) -> None:
         if self._events is not None:
-            self._events.close()
+            try:
+                self._events.close()
+            except OSError:  # every line was already flushed and fsynced
+                pass
             self._events = None
