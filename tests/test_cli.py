@@ -145,3 +145,15 @@ def test_estimators_lists_every_registered_estimator_with_its_parameters():
     for name in ESTIMATORS:
         assert name in result.output
     assert "bin_size=0.07" in result.output and "noise_variance=0.001" in result.output
+
+
+def test_a_diverging_run_fails_with_its_reason_and_exit_1(tmp_path):
+    result = invoke("run", "--set", "model.activation=linear", "--set", "train.optimizer=sgd", "--set", "train.lr=1e30",
+                    "--set", "train.epochs=20", "--set", "estimators.kde=false", "--device", "cpu",
+                    "--runs-dir", str(tmp_path), "--quiet", "--json")
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "diverged" in errors[0] and "Traceback" not in result.output
+    (run,) = tmp_path.iterdir()
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "failed" and meta["error"].startswith("diverged")
