@@ -47,7 +47,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from ibtui.errors import UserError
-from ibtui.estimators.base import Estimator, MISet, Plane
+from ibtui.estimators.base import Estimator, MISet, Plane, require_finite
 from ibtui.estimators.binning import binned_plane
 
 
@@ -59,11 +59,6 @@ def adaptive_codes(h: torch.Tensor, bins: int) -> torch.Tensor:
     edge_ranks = (torch.arange(1, bins, device=h.device, dtype=torch.int64) * n_unique) // bins
     return torch.bucketize(rank.reshape(h.shape), edge_ranks, right=True)
 
-
-def _require_finite(layers: Sequence[torch.Tensor]) -> None:
-    for i, h in enumerate(layers):
-        if not bool(torch.isfinite(h).all()):
-            raise ValueError(f"layer {i} has NaN/inf activations; adaptive binning needs finite values")
 
 
 @dataclass(frozen=True)
@@ -86,5 +81,5 @@ class AdaptiveBinning(Estimator):
 
     @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
-        _require_finite(layers)
+        require_finite(layers, "adaptive binning")
         return {self.kind: binned_plane([adaptive_codes(h, self.bins) for h in layers], mi_set)}

@@ -43,6 +43,13 @@ def entropy_of_ids_bits(ids: torch.Tensor) -> float:
     return float(plug_in_entropy_bits(counts))
 
 
+def require_finite(layers: Sequence[torch.Tensor], who: str) -> None:
+    """ValueError naming the first layer with NaN/inf activations (estimators need finite values)."""
+    for i, h in enumerate(layers):
+        if not bool(torch.isfinite(h).all()):
+            raise ValueError(f"layer {i} has NaN/inf activations; {who} needs finite values")
+
+
 @dataclass(frozen=True)
 class MISet:
     """The samples on which mutual information is measured.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ibtui.errors import UserError
-from ibtui.estimators.base import Estimator, MISet, Plane, entropy_of_ids_bits
+from ibtui.estimators.base import Estimator, MISet, Plane, entropy_of_ids_bits, require_finite
 
 _INT64_LIMIT = 2**63
 
@@ -59,11 +59,6 @@ def binned_plane(codes: Sequence[torch.Tensor], mi_set: MISet) -> Plane:
     return np.maximum(np.array(ixt), 0.0), np.maximum(np.array(ity), 0.0)
 
 
-def _require_finite(layers: Sequence[torch.Tensor]) -> None:
-    for i, h in enumerate(layers):
-        if not bool(torch.isfinite(h).all()):
-            raise ValueError(f"layer {i} has NaN/inf activations; binning needs finite values")
-
 
 @dataclass(frozen=True)
 class FixedBinning(Estimator):
@@ -92,7 +87,7 @@ class FixedBinning(Estimator):
 
     @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
-        _require_finite(layers)
+        require_finite(layers, "binning")
         edges = np.linspace(self.low, self.high, self.bins)
         codes = [torch.bucketize(h, torch.as_tensor(edges, dtype=h.dtype, device=h.device), right=True)
                  for h in layers]
@@ -118,6 +113,6 @@ class Binning(Estimator):
 
     @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
-        _require_finite(layers)
+        require_finite(layers, "binning")
         codes = [torch.floor(h / self.bin_size).long() for h in layers]
         return {self.kind: binned_plane(codes, mi_set)}

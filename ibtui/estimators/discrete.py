@@ -31,7 +31,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ibtui.estimators.base import Estimator, MISet, Plane
+from ibtui.estimators.base import Estimator, MISet, Plane, require_finite
 from ibtui.estimators.binning import binned_plane
 
 
@@ -40,11 +40,6 @@ def exact_codes(h: torch.Tensor) -> torch.Tensor:
     _, inverse = torch.unique(h.reshape(-1), sorted=True, return_inverse=True)
     return inverse.reshape(h.shape)
 
-
-def _require_finite(layers: Sequence[torch.Tensor]) -> None:
-    for i, h in enumerate(layers):
-        if not bool(torch.isfinite(h).all()):
-            raise ValueError(f"layer {i} has NaN/inf activations; the discrete estimator needs finite values")
 
 
 @dataclass(frozen=True)
@@ -56,5 +51,5 @@ class Discrete(Estimator):
 
     @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
-        _require_finite(layers)
+        require_finite(layers, "the discrete estimator")
         return {self.kind: binned_plane([exact_codes(h) for h in layers], mi_set)}

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ibtui.errors import UserError
-from ibtui.estimators.base import LN2, Estimator, MISet, Plane
+from ibtui.estimators.base import Estimator, LN2, MISet, Plane, require_finite
 
 
 def half_logdet_identity_plus(cov: torch.Tensor, noise_variance: float) -> torch.Tensor:
@@ -78,11 +78,6 @@ def gaussian_mi_bits(h: torch.Tensor, y: torch.Tensor, n_classes: int,
     return float(total) / LN2, float(total - conditional) / LN2
 
 
-def _require_finite(layers: Sequence[torch.Tensor]) -> None:
-    for i, h in enumerate(layers):
-        if not bool(torch.isfinite(h).all()):
-            raise ValueError(f"layer {i} has NaN/inf activations; the Gaussian estimator needs finite values")
-
 
 @dataclass(frozen=True)
 class Gaussian(Estimator):
@@ -101,7 +96,7 @@ class Gaussian(Estimator):
 
     @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
-        _require_finite(layers)
+        require_finite(layers, "the Gaussian estimator")
         mi = np.array([gaussian_mi_bits(h, mi_set.y, mi_set.n_classes, self.noise_variance) for h in layers],
                       dtype=np.float64).reshape(len(layers), 2)
         return {self.kind: (mi[:, 0].copy(), mi[:, 1].copy())}

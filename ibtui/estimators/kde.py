@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ibtui.errors import UserError
-from ibtui.estimators.base import LN2, Estimator, MISet, Plane
+from ibtui.estimators.base import Estimator, LN2, MISet, Plane, require_finite
 
 
 def kde_mi_bits(h: torch.Tensor, y: torch.Tensor, n_classes: int, variances: Sequence[float],
@@ -55,11 +55,6 @@ def kde_mi_bits(h: torch.Tensor, y: torch.Tensor, n_classes: int, variances: Seq
     return torch.stack([-log_all, log_own - log_all], dim=1) / (n * LN2)
 
 
-def _require_finite(layers: Sequence[torch.Tensor]) -> None:
-    for i, h in enumerate(layers):
-        if not bool(torch.isfinite(h).all()):
-            raise ValueError(f"layer {i} has NaN/inf activations; KDE needs finite values")
-
 
 @dataclass(frozen=True)
 class KDE(Estimator):
@@ -91,7 +86,7 @@ class KDE(Estimator):
 
     @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
-        _require_finite(layers)
+        require_finite(layers, "KDE")
         variances = (self.noise_variance, 4.0 * self.noise_variance)  # upper (KL), lower (Bhattacharyya)
         mi = np.stack([kde_mi_bits(h, mi_set.y, mi_set.n_classes, variances, self.chunk_size).cpu().numpy()
                        for h in layers])  # (L, bound, [ixt, ity])

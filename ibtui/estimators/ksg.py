@@ -77,7 +77,7 @@ import numpy as np
 import torch
 
 from ibtui.errors import UserError
-from ibtui.estimators.base import LN2, Estimator, MISet, Plane
+from ibtui.estimators.base import Estimator, LN2, MISet, Plane, require_finite
 
 _INF = float("inf")
 
@@ -208,11 +208,6 @@ def ksg_plane_nats(layers: Sequence[torch.Tensor], x: torch.Tensor | None, x_ids
     return [s.nats() for s in ixt_sums], [s.nats() for s in ity_sums]
 
 
-def _require_finite(layers: Sequence[torch.Tensor]) -> None:
-    for i, h in enumerate(layers):
-        if not bool(torch.isfinite(h).all()):
-            raise ValueError(f"layer {i} has NaN/inf activations; KSG needs finite values")
-
 
 @dataclass(frozen=True)
 class KSG(Estimator):
@@ -240,7 +235,7 @@ class KSG(Estimator):
 
     @torch.no_grad()
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
-        _require_finite(layers)
+        require_finite(layers, "KSG")
         x = getattr(mi_set, "x", None)
         if x is not None:
             if not bool(torch.isfinite(x).all()):
