@@ -31,7 +31,7 @@ FIELDS = [
     Field("data.dataset", "dataset (12bit | mat:PATH | npz:PATH | mnist | fashion-mnist)"),
     Field("model.activation", "activation", ACTIVATIONS),
     Field("model.widths", "hidden widths"),
-    Field("estimators", f"estimators ({', '.join(ESTIMATORS)})"),
+    Field("estimators", "estimators, comma-separated (ibtui estimators lists them)"),
     Field("estimators.binning.bin_size", "binning: bin size"),
     Field("estimators.binning_fixed.bins", "binning_fixed: number of edges"),
     Field("estimators.kde.noise_variance", "kde: noise variance σ²"),
