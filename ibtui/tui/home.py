@@ -14,7 +14,6 @@ from textual.widgets.option_list import Option
 
 from ibtui.config import ACTIVATIONS, SCHEDULES, Config, available_presets, load_preset, preset_description
 from ibtui.errors import UserError
-from ibtui.estimators import ESTIMATORS
 from ibtui.tui.state import list_runs
 
 
