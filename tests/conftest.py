@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hypothesis.extra.numpy as hnp
+import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from ibtui.config import Config, config_from_dict
 
@@ -30,3 +33,14 @@ def tiny_config(runs_dir, **sections) -> Config:
 @pytest.fixture
 def runs_dir(tmp_path):
     return tmp_path / "runs"
+
+
+@st.composite
+def mi_samples(draw):
+    """(layer (n, d) float64, x_ids (n,), y (n,)): small random MI sets for bound properties."""
+    n = draw(st.integers(1, 30))
+    d = draw(st.integers(1, 3))
+    layer = draw(hnp.arrays(np.float64, (n, d), elements=st.floats(-3.0, 3.0)))
+    x_ids = draw(hnp.arrays(np.int64, n, elements=st.integers(0, n - 1)))
+    y = draw(hnp.arrays(np.int64, n, elements=st.integers(0, 2)))
+    return layer, x_ids, y

@@ -3,13 +3,12 @@
 import math
 from collections import Counter
 
-import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from conftest import mi_samples
 from ibtui.errors import UserError
 from ibtui.estimators import Binning, FixedBinning, MISet
 from ibtui.estimators.binning import row_ids
@@ -140,19 +139,9 @@ def test_row_ids_stay_exact_when_packed_codes_would_overflow_int64():
     assert len(pairs) == len(set(ids.tolist())) == len(set(expected.reshape(-1).tolist()))
 
 
-@st.composite
-def samples(draw):
-    n = draw(st.integers(1, 30))
-    d = draw(st.integers(1, 3))
-    layer = draw(hnp.arrays(np.float64, (n, d), elements=st.floats(-3.0, 3.0)))
-    x_ids = draw(hnp.arrays(np.int64, n, elements=st.integers(0, n - 1)))
-    y = draw(hnp.arrays(np.int64, n, elements=st.integers(0, 2)))
-    return layer, x_ids, y
-
-
 @pytest.mark.parametrize("est", BOTH, ids=lambda e: e.kind)
 @settings(max_examples=60, deadline=None)
-@given(sample=samples())
+@given(sample=mi_samples())
 def test_mi_stays_within_zero_and_the_plug_in_entropies(est, sample):
     layer, x_ids, y = sample
     mi_set = make_mi_set(x_ids, y)

@@ -7,14 +7,13 @@ drawn from fixed seeds, so the tests are deterministic.
 
 import math
 
-import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from scipy.special import digamma
 
+from conftest import mi_samples
 from ibtui.errors import UserError
 from ibtui.estimators import ESTIMATORS, KSG, AdaptiveBinning, Binning, Discrete, Gaussian, MISet
 from ibtui.estimators.adaptive import adaptive_codes
@@ -80,19 +79,9 @@ def test_adaptive_plane_is_unchanged_by_a_strictly_increasing_map_of_the_activat
     np.testing.assert_array_equal(transformed[1], original[1])
 
 
-@st.composite
-def samples(draw):
-    n = draw(st.integers(1, 30))
-    d = draw(st.integers(1, 3))
-    layer = draw(hnp.arrays(np.float64, (n, d), elements=st.floats(-3.0, 3.0)))
-    x_ids = draw(hnp.arrays(np.int64, n, elements=st.integers(0, n - 1)))
-    y = draw(hnp.arrays(np.int64, n, elements=st.integers(0, 2)))
-    return layer, x_ids, y
-
-
 @pytest.mark.parametrize("est", [AdaptiveBinning(bins=4), AdaptiveBinning(), Discrete()], ids=lambda e: repr(e))
 @settings(max_examples=30, deadline=None)
-@given(sample=samples())
+@given(sample=mi_samples())
 def test_plug_in_mi_stays_within_zero_and_the_plug_in_entropies(est, sample):
     layer, x_ids, y = sample
     mi_set = make_mi_set(x_ids, y)

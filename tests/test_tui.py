@@ -491,3 +491,12 @@ def test_plots_follow_a_terminal_resize():
             assert len(large_lines) == large.height and len(large_lines) > len(small_text.splitlines())
 
     asyncio.run(scenario())
+
+
+def test_status_line_shows_bracketed_error_text_verbatim():
+    from rich.text import Text
+
+    from ibtui.tui.run_screen import status_line
+
+    view = RunView(status="failed", error="unknown key [estimators.x] in [/tmp/a]")
+    assert "[estimators.x] in [/tmp/a]" in Text.from_markup(status_line(view, "binning", None)).plain

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -42,7 +43,7 @@ def status_line(view: RunView, plane: str, cursor: int | None, paused: bool = Fa
     parts = [
         f"[b]{view.status if not paused else 'paused'}[/b]",
         f"epoch {view.epochs_done}/{view.epochs_total}",
-        f"estimator [b]{plane}[/b]" if plane else None,
+        f"estimator [b]{escape(plane)}[/b]" if plane else None,
         f"cursor {cursor}" if cursor is not None else None,
         f"{rate:,.1f} ep/s" if rate else None,
         f"ETA {fmt_seconds(view.eta())}" if view.running else None,
@@ -51,7 +52,7 @@ def status_line(view: RunView, plane: str, cursor: int | None, paused: bool = Fa
     ]
     line = " · ".join(p for p in parts if p)
     if view.error:
-        line += f" · [red]{view.error}[/red]"
+        line += f" · [red]{escape(view.error)}[/red]"
     return line
 
 
