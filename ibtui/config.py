@@ -72,6 +72,8 @@ class TrainConfig:
 
     threads: CPU threads for torch (0 = automatic: one for training, which is faster for these
     small networks and never oversubscribes a shared machine; all cores for MI estimation).
+    seeds: networks trained together as one ensemble, with seeds seed, seed + 1, ...,
+    seed + seeds − 1 (each its own initial weights, data split and batch order).
     """
 
     optimizer: str = "adam"
@@ -82,6 +84,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
+    seeds: int = 1
+
+
+MAX_SEEDS = 1000
+"""Largest ensemble: the members' activations are held together in memory."""
 
 
 @dataclass
@@ -360,7 +367,8 @@ def validate(cfg: Config) -> None:
     _check(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"train.momentum must be in [0, 1); got {t.momentum}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")
     _check(t.epochs >= 0, f"train.epochs must be >= 0; got {t.epochs}")
-    _check(0 <= t.seed < 2**63, f"train.seed must be in [0, 2**63); got {t.seed}")
+    _check(1 <= t.seeds <= MAX_SEEDS, f"train.seeds must be in [1, {MAX_SEEDS}]; got {t.seeds}")
+    _check(0 <= t.seed and t.seed + t.seeds <= 2**63, f"train.seed must be in [0, 2**63 - train.seeds]; got {t.seed}")
     _check(t.threads >= 0, f"train.threads must be >= 0 (0 = automatic); got {t.threads}")
     _check(t.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", t.device) is not None,
            f"train.device must be auto, cpu, cuda or cuda:N; got '{t.device}'")

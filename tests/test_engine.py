@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from ibtui.engine.model import MLP
+from ibtui.engine.model import Ensemble
 from ibtui.engine.runner import execute
 from ibtui.engine.store import checkpoint_path, read_events, read_meta, read_npz
 from ibtui.errors import UserError
@@ -66,11 +66,11 @@ def test_checkpoint_reproduces_the_measured_plane(runs_dir):
     summary = execute(tiny_config(runs_dir))
     path = only_run(runs_dir)
     weights = np.load(checkpoint_path(path, 12), allow_pickle=False)
-    model = MLP(12, [10, 7, 5, 4, 3], 2, "tanh")
-    model.load_state_dict({k: torch.as_tensor(weights[k]) for k in weights.files if not k.startswith("resume.")})
+    model = Ensemble(12, [10, 7, 5, 4, 3], 2, "tanh")
+    model.load_state_arrays({k: torch.as_tensor(weights[k]) for k in weights.files if not k.startswith("resume.")})
     data = load_dataset("12bit")
     with torch.no_grad():
-        layers = model.forward_layers(torch.as_tensor(data.x))
+        layers = [layer[0] for layer in model.forward_layers(torch.as_tensor(data.x))]
     ixt, ity = Binning(0.07).estimate(layers, MISet.from_arrays(data.x, data.y))["binning"]
     last = read_events(path)[-1]["planes"]["binning"]
     assert np.allclose(ixt, last["ixt"]) and np.allclose(ity, last["ity"])

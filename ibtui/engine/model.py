@@ -61,3 +61,81 @@ class MLP(nn.Module):
     def layer_names(self) -> list[str]:
         names = [f"h{i + 1}:{lin.out_features}" for i, lin in enumerate(self.linears[:-1])]
         return [*names, f"softmax:{self.linears[-1].out_features}"]
+
+
+class Ensemble(nn.Module):
+    """S networks of the same shape trained together: stacked weights, one batched forward.
+
+    Member s is exactly the ``MLP`` that ``torch.manual_seed(seeds[s])`` builds (same
+    initial weights), so a one-member ensemble is one run and an S-member ensemble is S runs
+    with those seeds. Weights ``weight.l`` are (S, out, in) and biases ``bias.l`` (S, 1, out);
+    every forward takes inputs (S, B, D), one batch per member, or (B, D) shared by all.
+    """
+
+    def __init__(self, n_inputs: int, widths: list[int], n_classes: int, activation: str = "tanh",
+                 init: str = "idnns", seeds: list[int] | tuple[int, ...] = (0,)) -> None:
+        super().__init__()
+        if not seeds:
+            raise ValueError("an ensemble needs at least one seed")
+        members = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            members.append(MLP(n_inputs, widths, n_classes, activation, init))
+        self.seeds = [int(s) for s in seeds]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([m.linears[i].weight.detach() for m in members]).contiguous())
+            for i in range(len(widths) + 1))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([m.linears[i].bias.detach()[None, :] for m in members]).contiguous())
+            for i in range(len(widths) + 1))
+        self.activation = activation
+        self._act = ACTIVATION_FNS[activation]
+        self.layer_names = members[0].layer_names
+
+    @property
+    def size(self) -> int:
+        """Number of members S."""
+        return len(self.seeds)
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(self.size, *x.shape) if x.ndim == 2 else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (S, B, n_classes)."""
+        x = self._inputs(x)
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            x = self._act(torch.baddbmm(b, x, w.transpose(1, 2)))
+        return torch.baddbmm(self.biases[-1], x, self.weights[-1].transpose(1, 2))
+
+    def forward_layers(self, x: torch.Tensor, members: slice = slice(None)) -> list[torch.Tensor]:
+        """Per hidden layer, then the softmax output: activations (S', B, width) of ``members``.
+
+        x is (B, D), shared, or (S', B, D), one batch per selected member.
+        """
+        weights = [w[members] for w in self.weights]
+        biases = [b[members] for b in self.biases]
+        if x.ndim == 2:
+            x = x.expand(weights[0].shape[0], *x.shape)
+        outs = []
+        for w, b in zip(weights[:-1], biases[:-1]):
+            x = self._act(torch.baddbmm(b, x, w.transpose(1, 2)))
+            outs.append(x)
+        outs.append(torch.softmax(torch.baddbmm(biases[-1], x, weights[-1].transpose(1, 2)), dim=2))
+        return outs
+
+    def state_arrays(self) -> dict[str, torch.Tensor]:
+        """The weights under their checkpoint names (``weight.l``, ``bias.l``)."""
+        return {k.replace("weights.", "weight.").replace("biases.", "bias."): v
+                for k, v in self.state_dict().items()}
+
+    def load_state_arrays(self, arrays: dict[str, torch.Tensor]) -> None:
+        """Load ``state_arrays`` output; raises ValueError if names or shapes do not match this ensemble."""
+        own = self.state_arrays()
+        if set(arrays) != set(own):
+            raise ValueError(f"checkpoint has weights {sorted(arrays)}; this network needs {sorted(own)}")
+        for key, value in own.items():
+            if tuple(arrays[key].shape) != tuple(value.shape):
+                raise ValueError(f"checkpoint weight {key} has shape {tuple(arrays[key].shape)}; "
+                                 f"this network needs {tuple(value.shape)}")
+        self.load_state_dict({k.replace("weight.", "weights.").replace("bias.", "biases."): v
+                              for k, v in arrays.items()})

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import ibtui
 from ibtui.config import Config, all_planes, config_from_dict, read_toml
 from ibtui.engine.data import Dataset, load_dataset
-from ibtui.engine.model import MLP
+from ibtui.engine.model import Ensemble
 from ibtui.engine.schedule import Schedule, plane_distance
 from ibtui.engine.store import (CONFIG, CURVES, LOG, PLANES, RunStore, checkpoint_path, read_events, read_meta,
                                 read_npz, run_file)
@@ -80,18 +80,28 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float, momentum: float
 
 @dataclass
 class Prepared:
-    """Everything validated and built before a run directory exists."""
+    """Everything validated and built before a run directory exists.
+
+    The data stay once on the device (``x_all``, ``y_all``); each ensemble member s has its own
+    split, as index rows ``train_idx[s]``, ``test_idx[s]`` and ``mi_idx[s]`` into them (the
+    same rows for every member when the split does not depend on the seed).
+    """
 
     cfg: Config
     device: torch.device
     dataset: Dataset
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    x_mi: torch.Tensor
-    mi_set: MISet
-    model: MLP
+    x_all: torch.Tensor
+    y_all: torch.Tensor
+    train_idx: torch.Tensor  # (S, N_train) int64
+    test_idx: torch.Tensor  # (S, N_test)
+    mi_idx: torch.Tensor  # (S, N_mi)
+    mi_sets: list[MISet]  # one per member
+    model: Ensemble
+
+    @property
+    def mi_set(self) -> MISet:
+        """The first member's MI set (every member's has the same size, H(X) and H(Y) for the presets)."""
+        return self.mi_sets[0]
 
 
 def split_indices(dataset: Dataset, train_fraction: float, shuffle: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,40 +114,65 @@ def split_indices(dataset: Dataset, train_fraction: float, shuffle: bool, seed: 
     return np.sort(order[:n_train]), np.sort(order[n_train:])
 
 
-def prepare(cfg: Config) -> Prepared:
-    """Resolve the device, load and split the data, build the model. Raises UserError."""
-    device = resolve_device(cfg.train.device)
-    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
-    train_idx, test_idx = split_indices(dataset, cfg.data.train_fraction, cfg.data.shuffle, cfg.train.seed)
+def member_indices(cfg: Config, dataset: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, test, MI-set) row indices of the member with ``seed``. Raises UserError."""
+    train_idx, test_idx = split_indices(dataset, cfg.data.train_fraction, cfg.data.shuffle, seed)
     mi_idx = {"all": np.arange(len(dataset.y)), "train": train_idx, "test": test_idx}[cfg.data.mi_set]
     if len(mi_idx) == 0:
         raise UserError(f"data.mi_set = '{cfg.data.mi_set}' selects no samples (train_fraction = {cfg.data.train_fraction})")
     if cfg.data.mi_max_samples and len(mi_idx) > cfg.data.mi_max_samples:
-        rng = np.random.default_rng(cfg.train.seed + 1)
+        rng = np.random.default_rng(seed + 1)
         mi_idx = np.sort(rng.choice(mi_idx, cfg.data.mi_max_samples, replace=False))
+    return train_idx, test_idx, mi_idx
 
-    def tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=dtype, device=device)
 
-    torch.manual_seed(cfg.train.seed)
-    model = MLP(dataset.x.shape[1], cfg.model.widths, dataset.n_classes, cfg.model.activation, cfg.model.init)
+def member_seeds(cfg: Config) -> list[int]:
+    """The ensemble's seeds: train.seed, train.seed + 1, ..., one per member."""
+    return [cfg.train.seed + i for i in range(cfg.train.seeds)]
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Resolve the device, load and split the data, build the model. Raises UserError."""
+    device = resolve_device(cfg.train.device)
+    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+    seeds = member_seeds(cfg)
+    splits = [member_indices(cfg, dataset, seed) for seed in seeds]
+
+    def rows(part: int) -> torch.Tensor:
+        return torch.as_tensor(np.stack([split[part] for split in splits]), dtype=torch.int64, device=device)
+
+    mi_sets, previous = [], None
+    for split in splits:
+        same = previous is not None and np.array_equal(previous[0], split[2])
+        mi_sets.append(previous[1] if same else
+                       MISet.from_arrays(dataset.x[split[2]], dataset.y[split[2]], device=device))
+        previous = (split[2], mi_sets[-1])
+    model = Ensemble(dataset.x.shape[1], cfg.model.widths, dataset.n_classes, cfg.model.activation,
+                     cfg.model.init, seeds)
     return Prepared(
         cfg=cfg, device=device, dataset=dataset,
-        x_train=tensor(dataset.x[train_idx], torch.float32), y_train=tensor(dataset.y[train_idx], torch.int64),
-        x_test=tensor(dataset.x[test_idx], torch.float32), y_test=tensor(dataset.y[test_idx], torch.int64),
-        x_mi=tensor(dataset.x[mi_idx], torch.float32),
-        mi_set=MISet.from_arrays(dataset.x[mi_idx], dataset.y[mi_idx], device=device),
-        model=model.to(device),
+        x_all=torch.as_tensor(dataset.x, dtype=torch.float32, device=device),
+        y_all=torch.as_tensor(dataset.y, dtype=torch.int64, device=device),
+        train_idx=rows(0), test_idx=rows(1), mi_idx=rows(2), mi_sets=mi_sets, model=model.to(device),
     )
 
 
-def _weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+def _weights(model: Ensemble) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_arrays().items()}
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the weights in host memory (delta_exact keeps one per skipped epoch)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+EVAL_ROWS = 2048
+"""Rows per member evaluated at once (bounds memory for large sets and ensembles)."""
+
+
+def _rows(prep: Prepared, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and labels of index rows ``idx`` (S, n): (S, n, D) and (S, n)."""
+    return prep.x_all[idx], prep.y_all[idx]
 
 
 @contextlib.contextmanager
@@ -154,17 +189,29 @@ def torch_threads(n: int):
 
 
 @torch.no_grad()
-def _evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy in nats, accuracy) on a whole set; NaN for an empty set."""
-    if len(y) == 0:
-        return math.nan, math.nan
-    logits = model(x)
-    return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+def _evaluate(model: Ensemble, prep: Prepared, idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per member: (mean cross-entropy in nats, accuracy) on its rows ``idx`` (S, n); NaN when n = 0."""
+    size, n = idx.shape
+    if n == 0:
+        return np.full(size, math.nan), np.full(size, math.nan)
+    loss = torch.zeros(size, dtype=torch.float64, device=idx.device)
+    correct = torch.zeros(size, dtype=torch.float64, device=idx.device)
+    for start in range(0, n, EVAL_ROWS):
+        x, y = _rows(prep, idx[:, start:start + EVAL_ROWS])
+        logits = model(x)
+        loss += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).sum(1)
+        correct += (logits.argmax(2) == y).sum(1)
+    return (loss / n).cpu().numpy(), (correct / n).cpu().numpy()
 
 
 def _finite(value: float) -> float | None:
     """JSON-safe number: None for NaN/inf."""
     return value if math.isfinite(value) else None
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """JSON-safe mean over members: None when any is NaN/inf (e.g. an empty test set)."""
+    return _finite(float(np.mean(values)))
 
 
 class Engine:
@@ -175,7 +222,7 @@ class Engine:
         self.model = prep.model
         t = self.cfg.train
         self.opt = make_optimizer(self.model, t.optimizer, t.lr, t.momentum)
-        self.batch_gen = torch.Generator().manual_seed(t.seed)
+        self.batch_gens = [torch.Generator().manual_seed(seed) for seed in prep.model.seeds]
         self.schedule = Schedule(self.cfg.schedule, t.epochs)
         self.planes = all_planes(self.cfg)
         self.distance_plane = self.cfg.schedule.estimator or self.planes[0]
@@ -185,56 +232,90 @@ class Engine:
         self.previous: dict[str, Any] | None = None  # loop state (set by restore() when resuming)
         self.next_epoch: int | None = self.schedule.first()
         self.epoch = 0
-        self._scratch: MLP | None = None
+        self._scratch: Ensemble | None = None
         self._last_array_write = 0.0
 
     # ------------------------------------------------------------------ training
-    def train_epoch(self) -> tuple[float, float]:
-        """One pass over the shuffled training set; returns mean minibatch loss and accuracy."""
+    def train_epoch(self) -> tuple[np.ndarray, np.ndarray]:
+        """One pass over every member's shuffled training set; per member mean minibatch loss and accuracy."""
         p, bs = self.prep, self.cfg.train.batch_size
-        n = len(p.y_train)
-        order = torch.randperm(n, generator=self.batch_gen).to(p.device)
+        size, n = p.train_idx.shape
+        order = torch.stack([torch.randperm(n, generator=g) for g in self.batch_gens]).to(p.device)
         self.model.train()
-        loss_sum = torch.zeros((), device=p.device)
-        correct = torch.zeros((), device=p.device)
+        loss_sum = torch.zeros(size, device=p.device)
+        correct = torch.zeros(size, device=p.device)
         for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            logits = self.model(p.x_train[idx])
-            loss = F.cross_entropy(logits, p.y_train[idx])
+            x, y = _rows(p, p.train_idx.gather(1, order[:, start:start + bs]))
+            logits = self.model(x)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.sum().backward()  # members share no weights: each gets its own mean-loss gradient
             self.opt.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == p.y_train[idx]).sum()
-        train_loss = float(loss_sum) / n
-        if not math.isfinite(train_loss):
-            raise Diverged(f"training loss became {train_loss} at epoch {self.epochs_done + 1}")
-        return train_loss, float(correct) / n
+            loss_sum += losses.detach() * y.shape[1]
+            correct += (logits.detach().argmax(2) == y).sum(1)
+        train_loss = (loss_sum / n).cpu().numpy().astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(train_loss))
+        if len(bad):
+            raise Diverged(f"training loss of seed {self.model.seeds[bad[0]]} became {train_loss[bad[0]]} "
+                           f"at epoch {self.epochs_done + 1}")
+        return train_loss, (correct / n).cpu().numpy().astype(np.float64)
 
     # ------------------------------------------------------------------ measurement
+    def member_chunk(self) -> int:
+        """Members whose MI-set activations fit in about 256 MB together (at least one)."""
+        p = self.prep
+        per_member = p.mi_idx.shape[1] * (sum(self.cfg.model.widths) + p.dataset.n_classes) * 4
+        return max(1, min(self.model.size, (256 << 20) // max(per_member, 1)))
+
     @torch.no_grad()
-    def measure(self, model: MLP, epoch: int) -> dict[str, Any]:
-        """Every estimator's plane for ``model`` on the MI set, plus loss/accuracy."""
+    def measure(self, model: Ensemble, epoch: int) -> dict[str, Any]:
+        """Every estimator's plane for every member on its MI set, plus loss/accuracy.
+
+        ``planes[name]["ixt"/"ity"]`` are the means over members (per layer, bits); with
+        more than one member ``"ixt_seeds"``/``"ity_seeds"`` hold each member's values (S × L)
+        and ``"seeds"`` each member's loss and accuracy.
+        """
         p = self.prep
         model.eval()
         t0 = time.perf_counter()
-        layers = model.forward_layers(p.x_mi)
-        for i, layer in enumerate(layers):
-            if not torch.isfinite(layer).all():
-                raise Diverged(f"activations of layer {model.layer_names[i]} are NaN/inf at epoch {epoch}")
-        planes: dict[str, dict[str, list[float]]] = {}
+        per_member: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        chunk = self.member_chunk()
         with torch_threads(self.cfg.train.threads):  # 0: all cores (the pairwise KDE work scales)
-            for est in self.cfg.estimators.values():
-                for name, (ixt, ity) in est.estimate(layers, p.mi_set).items():
-                    planes[name] = {"ixt": [float(v) for v in ixt], "ity": [float(v) for v in ity]}
-        train_loss, train_acc = _evaluate(model, p.x_train, p.y_train)
-        test_loss, test_acc = _evaluate(model, p.x_test, p.y_test)
-        return {
+            for first in range(0, model.size, chunk):
+                members = slice(first, min(first + chunk, model.size))
+                x_mi = p.x_all[p.mi_idx[members]]
+                layers = model.forward_layers(x_mi, members)
+                for i, layer in enumerate(layers):
+                    bad = (~torch.isfinite(layer)).flatten(1).any(1).nonzero()
+                    if len(bad):
+                        raise Diverged(f"activations of layer {model.layer_names[i]} of seed "
+                                       f"{model.seeds[first + int(bad[0])]} are NaN/inf at epoch {epoch}")
+                for j in range(layers[0].shape[0]):
+                    member_layers = [layer[j] for layer in layers]
+                    for est in self.cfg.estimators.values():
+                        for name, (ixt, ity) in est.estimate(member_layers, p.mi_sets[first + j]).items():
+                            per_member.setdefault(name, []).append((np.asarray(ixt), np.asarray(ity)))
+        planes: dict[str, dict[str, Any]] = {}
+        for name, values in per_member.items():
+            ixt = np.stack([v[0] for v in values]).astype(np.float64)
+            ity = np.stack([v[1] for v in values]).astype(np.float64)
+            planes[name] = {"ixt": [float(v) for v in ixt.mean(0)], "ity": [float(v) for v in ity.mean(0)]}
+            if model.size > 1:
+                planes[name]["ixt_seeds"] = ixt.tolist()
+                planes[name]["ity_seeds"] = ity.tolist()
+        train_loss, train_acc = _evaluate(model, p, p.train_idx)
+        test_loss, test_acc = _evaluate(model, p, p.test_idx)
+        record: dict[str, Any] = {
             "type": "measure", "epoch": epoch,
-            "train_loss": _finite(train_loss), "train_acc": _finite(train_acc),
-            "test_loss": _finite(test_loss), "test_acc": _finite(test_acc),
+            "train_loss": _mean(train_loss), "train_acc": _mean(train_acc),
+            "test_loss": _mean(test_loss), "test_acc": _mean(test_acc),
             "planes": planes, "mi_seconds": round(time.perf_counter() - t0, 6),
         }
+        if model.size > 1:
+            record["seeds"] = {"seed": model.seeds, **{key: [_finite(float(v)) for v in values] for key, values in (
+                ("train_loss", train_loss), ("train_acc", train_acc), ("test_loss", test_loss),
+                ("test_acc", test_acc))}}
+        return record
 
     def measure_saved(self, weights: dict[str, torch.Tensor], epoch: int) -> dict[str, Any]:
         """Measure a skipped epoch from its kept weights (delta_exact bisection)."""
@@ -242,6 +323,13 @@ class Engine:
             self._scratch = copy.deepcopy(self.model)
         self._scratch.load_state_dict(weights)
         return self.measure(self._scratch, epoch)
+
+    def saved_arrays(self, weights: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Kept weights (``_cpu_state``) under their checkpoint names."""
+        if self._scratch is None:
+            self._scratch = copy.deepcopy(self.model)
+        self._scratch.load_state_dict(weights)
+        return _weights(self._scratch)
 
     def point(self, record: dict[str, Any]) -> np.ndarray:
         plane = record["planes"][self.distance_plane]
@@ -286,6 +374,10 @@ class Engine:
             for key in ("ixt", "ity"):
                 arrays[f"{name}.{key}"] = np.asarray([self.records[e]["planes"][name][key] for e in epochs],
                                                      dtype=np.float64).reshape(len(epochs), -1)
+                if self.model.size > 1:  # (epochs, seeds, layers)
+                    arrays[f"{name}.{key}_seeds"] = np.asarray(
+                        [self.records[e]["planes"][name][f"{key}_seeds"] for e in epochs],
+                        dtype=np.float64).reshape(len(epochs), self.model.size, -1)
         for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
             arrays[key] = np.asarray([np.nan if self.records[e][key] is None else self.records[e][key]
                                       for e in epochs], dtype=np.float64)
@@ -300,7 +392,8 @@ class Engine:
     # ------------------------------------------------------------------ resume
     def resume_state(self) -> dict[str, np.ndarray]:
         """What a checkpoint needs beyond the weights to continue exactly: optimiser, batch RNG, skip."""
-        out = {"resume.rng": self.batch_gen.get_state().numpy(), "resume.skip": np.asarray(self.schedule.skip)}
+        out = {"resume.rng": np.stack([g.get_state().numpy() for g in self.batch_gens]),
+               "resume.skip": np.asarray(self.schedule.skip)}
         for index, state in self.opt.state_dict()["state"].items():
             for name, value in state.items():
                 if isinstance(value, torch.Tensor):
@@ -311,14 +404,23 @@ class Engine:
         """Continue after the checkpointed epoch of ``arrays`` (see :func:`resume`)."""
         epoch = int(arrays["resume.epoch"])
         weights = {k: torch.as_tensor(v) for k, v in arrays.items() if not k.startswith("resume.")}
-        self.model.load_state_dict(weights)
+        try:
+            self.model.load_state_arrays(weights)
+        except ValueError as exc:
+            raise UserError(f"the checkpoint of epoch {epoch} does not fit this run's network ({exc}); "
+                            "it was written by another version of ibtui") from None
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in arrays.items():
             if key.startswith("resume.opt."):
                 index, name = key[len("resume.opt."):].split(".", 1)
                 state.setdefault(int(index), {})[name] = torch.as_tensor(value).to(self.prep.device)
         self.opt.load_state_dict({"state": state, "param_groups": self.opt.state_dict()["param_groups"]})
-        self.batch_gen.set_state(torch.as_tensor(arrays["resume.rng"], dtype=torch.uint8))
+        states = np.asarray(arrays["resume.rng"])
+        if states.ndim != 2 or states.shape[0] != len(self.batch_gens):
+            raise UserError(f"the checkpoint of epoch {epoch} has batch-order states for {states.shape[0]} "
+                            f"seed(s); this run has {len(self.batch_gens)}")
+        for generator, state in zip(self.batch_gens, states):
+            generator.set_state(torch.as_tensor(state, dtype=torch.uint8))
         self.schedule.skip = int(arrays["resume.skip"])
         for event in events:
             if int(event["epoch"]) <= epoch:
@@ -345,8 +447,10 @@ class Engine:
                 return "stopped"
             if epoch > 0:
                 with torch_threads(cfg.train.threads or 1):  # one thread trains small nets fastest
-                    train_loss, train_acc = self.train_epoch()
-                test_loss, test_acc = _evaluate(self.model, self.prep.x_test, self.prep.y_test)
+                    losses, accs = self.train_epoch()
+                    test_losses, test_accs = _evaluate(self.model, self.prep, self.prep.test_idx)
+                train_loss, train_acc = float(losses.mean()), float(accs.mean())
+                test_loss, test_acc = float(test_losses.mean()), float(test_accs.mean())
                 self.epochs_done = epoch
                 for key, value in zip(self.curves, (epoch, train_loss, train_acc, test_loss, test_acc)):
                     self.curves[key].append(value)
@@ -361,7 +465,7 @@ class Engine:
                     if keep:
                         extra, last_gap, distance = self.refine(previous, rec, kept)
                         for mid in extra:
-                            self.record(mid, {k: v.cpu().numpy() for k, v in kept[mid["epoch"]].items()})
+                            self.record(mid, self.saved_arrays(kept[mid["epoch"]]))
                     else:
                         distance = plane_distance(self.point(previous), self.point(rec))
                 next_epoch, decision = sched.decide(epoch, distance, last_gap)
@@ -377,6 +481,33 @@ class Engine:
         return "done"
 
 
+def compression_table(ixt: np.ndarray, ity: np.ndarray, epochs: np.ndarray, layers: list[str]) -> list[dict[str, Any]]:
+    """Per layer of (E, L) trajectories: final I(X;T) and I(T;Y), peak I(X;T) with its epoch, and
+    compression = peak − final I(X;T) (bits; the drop from the peak, 0 when the last point is the peak)."""
+    peak = ixt.argmax(axis=0)
+    return [
+        {"layer": layers[i], "final_ixt": float(ixt[-1, i]), "final_ity": float(ity[-1, i]),
+         "peak_ixt": float(ixt[peak[i], i]), "peak_epoch": int(epochs[peak[i]]),
+         "compression": float(ixt[peak[i], i] - ixt[-1, i])}
+        for i in range(ixt.shape[1])
+    ]
+
+
+def seed_spread(ixt: np.ndarray, epochs: np.ndarray) -> dict[str, float]:
+    """Across members, from one layer's (E, S) I(X;T) trajectories: mean and standard deviation
+    (ddof = 1 where S > 1) of each member's peak, peak epoch, final value and compression (bits)."""
+    peak_at = ixt.argmax(axis=0)
+    members = np.arange(ixt.shape[1])
+    stats = {"peak_ixt": ixt[peak_at, members], "peak_epoch": epochs[peak_at].astype(np.float64),
+             "final_ixt": ixt[-1], "compression": ixt[peak_at, members] - ixt[-1]}
+    ddof = 1 if ixt.shape[1] > 1 else 0
+    out: dict[str, float] = {}
+    for key, values in stats.items():
+        out[f"{key}_mean"] = float(values.mean())
+        out[f"{key}_std"] = float(values.std(ddof=ddof))
+    return out
+
+
 def summarize(engine: Engine, status: str, wall_s: float, error: str | None) -> dict[str, Any]:
     """Per plane and layer: final and peak I(X;T) (with its epoch), final I(T;Y), compression."""
     records = [engine.records[e] for e in sorted(engine.records)]
@@ -389,13 +520,11 @@ def summarize(engine: Engine, status: str, wall_s: float, error: str | None) -> 
         ixt = np.asarray([r["planes"][name]["ixt"] for r in records])
         ity = np.asarray([r["planes"][name]["ity"] for r in records])
         epochs = np.asarray([r["epoch"] for r in records])
-        peak = ixt.argmax(axis=0)
-        planes[name] = [
-            {"layer": layers[i], "final_ixt": float(ixt[-1, i]), "final_ity": float(ity[-1, i]),
-             "peak_ixt": float(ixt[peak[i], i]), "peak_epoch": int(epochs[peak[i]]),
-             "compression": float(ixt[peak[i], i] - ixt[-1, i])}
-            for i in range(len(layers))
-        ]
+        planes[name] = compression_table(ixt, ity, epochs, layers)
+        if engine.model.size > 1:
+            seeds_ixt = np.asarray([r["planes"][name]["ixt_seeds"] for r in records])  # (E, S, L)
+            for i, row in enumerate(planes[name]):
+                row["seeds"] = seed_spread(seeds_ixt[:, :, i], epochs)
     return {
         "run_dir": str(engine.store.path), "status": status, "error": error,
         "epochs_done": engine.epochs_done, "epochs_total": engine.cfg.train.epochs,
@@ -404,7 +533,7 @@ def summarize(engine: Engine, status: str, wall_s: float, error: str | None) -> 
         "last_measured_epoch": last.get("epoch"),
         "train_acc": last.get("train_acc"), "test_acc": last.get("test_acc"),
         "train_loss": last.get("train_loss"), "test_loss": last.get("test_loss"),
-        "device": str(engine.prep.device), "layers": layers, "planes": planes,
+        "device": str(engine.prep.device), "seeds": engine.model.seeds, "layers": layers, "planes": planes,
     }
 
 
@@ -428,11 +557,11 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
     prep = prepared or prepare(cfg)
     meta = {
         "preset": cfg.preset, "description": cfg.description, "versions": _versions(),
-        "device": str(prep.device), "seed": cfg.train.seed, "dataset": prep.dataset.name,
+        "device": str(prep.device), "seed": cfg.train.seed, "seeds": prep.model.seeds, "dataset": prep.dataset.name,
         "dataset_description": prep.dataset.description, "layers": prep.model.layer_names,
         "planes": all_planes(cfg), "epochs_total": cfg.train.epochs, "epochs_done": 0,
         "n_mi": prep.mi_set.n, "h_x": prep.mi_set.h_x, "h_y": prep.mi_set.h_y,
-        "n_train": len(prep.y_train), "n_test": len(prep.y_test), "host": platform.node(), "pid": os.getpid(),
+        "n_train": prep.train_idx.shape[1], "n_test": prep.test_idx.shape[1], "host": platform.node(), "pid": os.getpid(),
         "argv": sys.argv,
     }
     store = RunStore.create(Path(runs_dir or cfg.store.runs_dir), cfg.preset, cfg.to_toml(), meta)

@@ -49,7 +49,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from ibtui.estimators.base import Estimator, MISet, Plane
-from ibtui.estimators.lga import local_gaussian_log_density, noisy_planes, validate_common
+from ibtui.estimators.lga import extrapolation_threshold, local_gaussian_log_density, noisy_planes, validate_common
 
 BIAS_SEED = 20170209
 BIAS_TARGET_SE = 4e-3
@@ -59,6 +59,9 @@ BIAS_MAX_REPLICATES = 200_000
 @functools.lru_cache(maxsize=None)
 def gae_bias_nats(k: int, d: int) -> float:
     """B_{k,d} = E[ln p̂ − ln p] of the k-NN-bandwidth local Gaussian fit in the Poisson limit (nats).
+
+    Over the fits that are not extrapolations (``ibtui.estimators.lga.local_gaussian_fit``;
+    the others take the k-NN value, unbiased in that limit).
 
     Monte Carlo with a fixed seed, in batches until the standard error is below
     ``BIAS_TARGET_SE`` (or ``BIAS_MAX_REPLICATES`` replicates); cached per (k, d).
@@ -70,6 +73,7 @@ def gae_bias_nats(k: int, d: int) -> float:
     generator = torch.Generator().manual_seed(BIAS_SEED)
     log_unit_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
     eye = torch.eye(d, dtype=torch.float64)
+    threshold = extrapolation_threshold(d)
     total, total_sq, count = 0.0, 0.0, 0
     while count < BIAS_MAX_REPLICATES:
         gaps = torch.empty(batch, near, dtype=torch.float64).exponential_(generator=generator)
@@ -92,11 +96,12 @@ def gae_bias_nats(k: int, d: int) -> float:
         chol = torch.linalg.cholesky(cov)
         z = torch.linalg.solve_triangular(chol, mu[:, :, None], upper=False)[..., 0]
         half_logdet = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(dim=1)
-        term = (torch.log(s0) - 0.5 * d * math.log(2 * math.pi) - d * torch.log(r_k) - half_logdet
-                - 0.5 * (z * z).sum(dim=1))
+        z2 = (z * z).sum(dim=1)
+        term = (torch.log(s0) - 0.5 * d * math.log(2 * math.pi) - d * torch.log(r_k) - half_logdet - 0.5 * z2)
+        term = term[z2 <= threshold]  # extrapolated fits are replaced by the (unbiased) k-NN value
         total += float(term.sum())
         total_sq += float((term * term).sum())
-        count += batch
+        count += term.numel()
         mean = total / count
         if count >= 2 * batch:
             se = math.sqrt(max(total_sq / count - mean * mean, 0.0) / (count - 1))
@@ -108,8 +113,8 @@ def gae_bias_nats(k: int, d: int) -> float:
 def gae_entropy_nats(samples, k: int = 5, chunk_size: int = 2048) -> float:
     """GAE differential entropy estimate in nats: −mean_i ln p̂(x_i) + B_{k,d}."""
     shape = torch.as_tensor(samples).shape
-    log_density = local_gaussian_log_density(samples, k, chunk_size)
-    return float(-log_density.mean()) + gae_bias_nats(k, 1 if len(shape) == 1 else int(shape[1]))
+    bias = gae_bias_nats(k, 1 if len(shape) == 1 else int(shape[1]))
+    return float(-local_gaussian_log_density(samples, k, chunk_size, fit_bias=bias).mean())
 
 
 @dataclass(frozen=True)

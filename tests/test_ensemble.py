@@ -1,0 +1,119 @@
+"""Seed ensembles: S networks trained together (train.seeds) behave as S single runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ibtui.engine.model import MLP, Ensemble
+from ibtui.engine.runner import execute, resume
+from ibtui.engine.store import PLANES, checkpoint_path, read_events, read_meta, read_npz
+
+from conftest import tiny_config
+
+ESTIMATORS = {"binning": {"bin_size": 0.07}, "kde": {"noise_variance": 0.001}}
+
+
+def run_planes(summary):
+    return read_events(summary["run_dir"])
+
+
+def test_ensemble_member_starts_from_the_single_network_of_its_seed():
+    ensemble = Ensemble(12, [10, 7, 5], 2, "tanh", "idnns", seeds=[3, 4])
+    x = torch.randn(9, 12)
+    for index, seed in enumerate([3, 4]):
+        torch.manual_seed(seed)
+        single = MLP(12, [10, 7, 5], 2, "tanh")
+        with torch.no_grad():
+            for mine, theirs in zip(ensemble.forward_layers(x), single.forward_layers(x)):
+                torch.testing.assert_close(mine[index], theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_two_seed_ensemble_reproduces_two_single_runs(runs_dir):
+    ensemble = execute(tiny_config(runs_dir / "e", train={"seed": 5, "seeds": 2}, estimators=ESTIMATORS))
+    singles = [execute(tiny_config(runs_dir / f"s{seed}", train={"seed": seed}, estimators=ESTIMATORS))
+               for seed in (5, 6)]
+    ensemble_events = read_events(ensemble["run_dir"])
+    single_events = [read_events(s["run_dir"]) for s in singles]
+    assert [e["epoch"] for e in ensemble_events] == [e["epoch"] for e in single_events[0]]
+    for index, events in enumerate(single_events):
+        for mine, theirs in zip(ensemble_events, events):
+            assert mine["seeds"]["test_acc"][index] == pytest.approx(theirs["test_acc"], abs=1e-9)
+            assert mine["seeds"]["train_loss"][index] == pytest.approx(theirs["train_loss"], rel=1e-5)
+            for plane in ("binning", "kde_upper", "kde_lower"):
+                for key in ("ixt", "ity"):
+                    np.testing.assert_allclose(mine["planes"][plane][f"{key}_seeds"][index],
+                                               theirs["planes"][plane][key], atol=1e-5)
+
+
+def test_ensemble_plane_is_the_mean_of_its_members(runs_dir):
+    summary = execute(tiny_config(runs_dir, train={"seeds": 3}))
+    for event in read_events(summary["run_dir"]):
+        plane = event["planes"]["binning"]
+        assert np.asarray(plane["ixt_seeds"]).shape == (3, 6)
+        np.testing.assert_allclose(plane["ixt"], np.mean(plane["ixt_seeds"], axis=0))
+        np.testing.assert_allclose(plane["ity"], np.mean(plane["ity_seeds"], axis=0))
+        assert event["test_acc"] == pytest.approx(np.mean(event["seeds"]["test_acc"]))
+
+
+def test_members_with_different_seeds_learn_different_planes(runs_dir):
+    summary = execute(tiny_config(runs_dir, train={"seeds": 2}))
+    last = read_events(summary["run_dir"])[-1]["planes"]["binning"]["ixt_seeds"]
+    assert last[0] != last[1]
+
+
+def test_ensemble_arrays_keep_every_members_trajectory(runs_dir):
+    summary = execute(tiny_config(runs_dir, train={"seeds": 3}))
+    arrays = read_npz(summary["run_dir"] + "/" + PLANES)
+    assert arrays["binning.ixt_seeds"].shape == (len(arrays["epochs"]), 3, 6)
+    np.testing.assert_allclose(arrays["binning.ixt_seeds"].mean(axis=1), arrays["binning.ixt"])
+    assert read_meta(summary["run_dir"])["seeds"] == [0, 1, 2]
+
+
+def test_ensemble_checkpoint_holds_stacked_weights(runs_dir):
+    summary = execute(tiny_config(runs_dir, train={"seeds": 4}))
+    weights = np.load(checkpoint_path(summary["run_dir"], 12), allow_pickle=False)
+    assert weights["weight.0"].shape == (4, 10, 12) and weights["bias.5"].shape == (4, 1, 2)
+    assert weights["resume.rng"].shape[0] == 4
+
+
+def test_summary_reports_mean_and_spread_of_member_peaks(runs_dir):
+    summary = execute(tiny_config(runs_dir, train={"seeds": 3}))
+    arrays = read_npz(summary["run_dir"] + "/" + PLANES)
+    per_member = arrays["binning.ixt_seeds"][:, :, 4]  # the 3-unit layer, (E, S)
+    row = summary["planes"]["binning"][4]["seeds"]
+    assert row["peak_ixt_mean"] == pytest.approx(per_member.max(axis=0).mean())
+    assert row["peak_ixt_std"] == pytest.approx(per_member.max(axis=0).std(ddof=1))
+    assert row["final_ixt_mean"] == pytest.approx(per_member[-1].mean())
+    assert row["compression_mean"] == pytest.approx((per_member.max(axis=0) - per_member[-1]).mean())
+
+
+def test_resumed_ensemble_matches_an_uninterrupted_one(runs_dir):
+    full = execute(tiny_config(runs_dir / "full", train={"seeds": 2}))
+
+    class StopAfter:
+        def __init__(self):
+            self.calls = 0
+
+        def is_set(self):
+            self.calls += 1
+            return self.calls > 7
+
+    cut = execute(tiny_config(runs_dir / "cut", train={"seeds": 2}), stop=StopAfter())
+    assert cut["status"] == "stopped"
+    resumed = resume(cut["run_dir"])
+    assert resumed["status"] == "done"
+    a, b = read_events(full["run_dir"]), read_events(resumed["run_dir"])
+    assert [e["epoch"] for e in a] == [e["epoch"] for e in b]
+    for x, y in zip(a, b):
+        assert x["planes"]["binning"]["ixt_seeds"] == y["planes"]["binning"]["ixt_seeds"]
+        assert x["seeds"]["train_loss"] == pytest.approx(y["seeds"]["train_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("seeds", [0, -1, 1001])
+def test_impossible_seed_counts_are_refused(runs_dir, seeds):
+    from ibtui.errors import UserError
+
+    with pytest.raises(UserError, match="train.seeds"):
+        tiny_config(runs_dir, train={"seeds": seeds})
