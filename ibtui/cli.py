@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
@@ -161,17 +162,40 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """Per plane and layer: final I(X;T), I(T;Y), peak I(X;T) and its epoch, drop from the peak (bits)."""
+    """Per plane and layer: final I(X;T), I(T;Y), peak I(X;T) and its epoch, drop from the peak (bits).
+
+    For an ensemble those are of the members' mean trajectory, and three more columns give the
+    mean ± standard deviation over members of each member's own peak, final value and drop.
+    """
+    seeds = summary.get("seeds") or []
     title = (f"{summary['status']} · {summary['epochs_done']}/{summary['epochs_total']} epochs · "
              f"{summary['measured_epochs']} measured · {summary['wall_seconds']:.1f} s · "
-             f"train acc {_fmt(summary['train_acc'])} · test acc {_fmt(summary['test_acc'])}")
-    table = Table(title=title, caption=escape(summary["run_dir"]), header_style="bold")
-    for col in ("plane", "layer", "I(X;T)", "I(T;Y)", "peak I(X;T)", "at epoch", "drop"):
-        table.add_column(col, justify="left" if col in ("plane", "layer") else "right")
+             f"train acc {_fmt(summary['train_acc'])} · test acc {_fmt(summary['test_acc'])}"
+             + (f" · {len(seeds)} seeds (mean over members)" if len(seeds) > 1 else ""))
+    ensemble = len(seeds) > 1
+    table = Table(title=title, caption=escape(summary["run_dir"]), header_style="bold",
+                  **({"box": box.SIMPLE_HEAD, "show_edge": False, "collapse_padding": True} if ensemble else {}))
+    if ensemble:  # the members' spread replaces the mean trajectory's peak columns (80 columns wide)
+        columns = ["plane", "layer", "I(X;T)", "I(T;Y)", "peak±sd", "epoch", "final±sd", "drop±sd"]
+    else:
+        columns = ["plane", "layer", "I(X;T)", "I(T;Y)", "peak I(X;T)", "at epoch", "drop"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("plane", "layer") else "right", no_wrap=True)
     for plane, rows in summary["planes"].items():
         for i, row in enumerate(rows):
-            table.add_row(plane if i == 0 else "", row["layer"], _fmt(row["final_ixt"]), _fmt(row["final_ity"]),
-                          _fmt(row["peak_ixt"]), str(row["peak_epoch"]), _fmt(row["compression"]))
+            cells = [plane if i == 0 else "", row["layer"]]
+            if ensemble:
+                spread = row.get("seeds", {})
+
+                def pm(key: str) -> str:
+                    return f"{_fmt(spread.get(f'{key}_mean'), 2)}±{_fmt(spread.get(f'{key}_std'), 2)}"
+
+                cells += [_fmt(row["final_ixt"], 2), _fmt(row["final_ity"], 2), pm("peak_ixt"),
+                          _fmt(spread.get("peak_epoch_mean"), 0), pm("final_ixt"), pm("compression")]
+            else:
+                cells += [_fmt(row["final_ixt"]), _fmt(row["final_ity"]), _fmt(row["peak_ixt"]),
+                          str(row["peak_epoch"]), _fmt(row["compression"])]
+            table.add_row(*cells)
         table.add_section()
     return table
 
@@ -182,6 +206,8 @@ def run(
     overrides: List[str] = typer.Option([], "--set", "-s", help="Override a field: section.key=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (= --set train.device=...)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (= --set train.seed=...)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Train this many networks together, seeds "
+                                        "seed, seed+1, ... (= --set train.seeds=...)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (= --set train.epochs=...)."),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run directories go (default: runs/)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with dataset files (MNIST IDX...)."),
@@ -194,6 +220,7 @@ def run(
 
     extra = [f"train.device={device}" if device is not None else None,
              f"train.seed={seed}" if seed is not None else None,
+             f"train.seeds={seeds}" if seeds is not None else None,
              f"train.epochs={epochs}" if epochs is not None else None,
              f"store.runs_dir={json.dumps(runs_dir)}" if runs_dir is not None else None,
              f"data.data_dir={json.dumps(data_dir)}" if data_dir is not None else None]

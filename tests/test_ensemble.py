@@ -117,3 +117,55 @@ def test_impossible_seed_counts_are_refused(runs_dir, seeds):
 
     with pytest.raises(UserError, match="train.seeds"):
         tiny_config(runs_dir, train={"seeds": seeds})
+
+
+def ensemble_measure(epoch: int, members_ixt: list[list[float]]) -> dict:
+    ity = [[0.2 + 0.3 * i] * len(row) for i, row in enumerate(members_ixt)]
+    return {"type": "measure", "epoch": epoch, "train_loss": 0.5, "train_acc": 0.5, "test_loss": 0.5,
+            "test_acc": 0.5, "planes": {"binning": {
+                "ixt": list(np.mean(members_ixt, axis=0)), "ity": list(np.mean(ity, axis=0)),
+                "ixt_seeds": members_ixt, "ity_seeds": ity}}}
+
+
+def test_run_view_keeps_member_values_and_their_spread():
+    from ibtui.tui.state import RunView
+
+    view = RunView()
+    view.apply({"type": "start", "run_dir": "x", "meta": {"layers": ["h1:2", "softmax:2"], "seeds": [0, 1, 2]}})
+    view.apply(ensemble_measure(0, [[1.0, 0.5], [2.0, 0.5], [3.0, 0.5]]))
+    assert view.n_members == 3
+    ixt_sd, ity_sd = view.spread("binning", 0)
+    assert ixt_sd == pytest.approx([1.0, 0.0]) and ity_sd == pytest.approx([0.3, 0.3])
+
+
+def test_run_view_rejects_member_values_of_the_wrong_width():
+    from ibtui.tui.state import RunView
+
+    view = RunView()
+    view.apply({"type": "start", "run_dir": "x", "meta": {"layers": ["h1:2", "softmax:2"], "seeds": [0, 1]}})
+    bad = ensemble_measure(0, [[1.0, 0.5], [2.0, 0.5]])
+    bad["planes"]["binning"]["ixt_seeds"] = [[1.0], [2.0]]
+    with pytest.raises(ValueError, match="member values"):
+        view.apply(bad)
+    assert 0 not in view.planes.get("binning", {}) and not view.members
+
+
+def test_plane_figure_of_an_ensemble_says_so_and_draws_the_band():
+    from ibtui.tui.plots import plane_figure
+    from ibtui.tui.state import RunView
+
+    view = RunView()
+    view.apply({"type": "start", "run_dir": "x", "meta": {"layers": ["h1:2", "softmax:2"], "seeds": [0, 1, 2]}})
+    for epoch in range(3):
+        view.apply(ensemble_measure(epoch, [[1.0 + epoch, 0.5], [5.0 + epoch, 0.5], [9.0 + epoch, 0.5]]))
+    single = RunView()
+    single.apply({"type": "start", "run_dir": "x", "meta": {"layers": ["h1:2", "softmax:2"]}})
+    for epoch in range(3):
+        event = ensemble_measure(epoch, [[5.0 + epoch, 0.5]])
+        for key in ("ixt_seeds", "ity_seeds"):
+            del event["planes"]["binning"][key]
+        single.apply(event)
+    with_band = plane_figure(view, "binning", 100, 30)
+    without = plane_figure(single, "binning", 100, 30)
+    assert "mean of 3 seeds" in with_band and "seeds" not in without
+    assert with_band.count("•") > without.count("•")

@@ -37,6 +37,7 @@ FIELDS = [
     Field("schedule.kind", "epoch schedule", SCHEDULES),
     Field("train.epochs", "epochs"),
     Field("train.seed", "seed"),
+    Field("train.seeds", "networks trained together (seed ensemble)"),
     Field("train.device", "device", ("auto", "cpu", "cuda")),
 ]
 

@@ -54,7 +54,9 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
 
     Points are coloured by epoch; the layers at the latest epoch (or at ``cursor``) are joined.
     H(X) and H(Y) are marked when known. For a KDE bound, the other bound is drawn dimmed and
-    each layer's two bounds at the shown epoch are joined: the lower–upper band.
+    each layer's two bounds at the shown epoch are joined: the lower–upper band. For an
+    ensemble the trajectories are the members' means, with a dimmed ±1 standard deviation band
+    of I(X;T) along them and every member's own point at the shown epoch.
     """
     points = view.planes.get(plane)
     if not points:
@@ -62,9 +64,13 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     epochs = sorted(points)
     first, last = epochs[0], epochs[-1]
     shown = last if cursor is None else max((e for e in epochs if e <= cursor), default=first)
-    _start(width, height, f"{plane} · epoch {shown} · x I(X;T), y I(T;Y) in bits")
-    x_max = max([view.h_x or 0.0] + [max(points[e][0]) for e in epochs]) * 1.05 or 1.0
-    y_max = max([view.h_y or 0.0] + [max(points[e][1]) for e in epochs]) * 1.08 or 1.0
+    ensemble = f" · mean of {view.n_members} seeds ±1 sd" if view.n_members > 1 else ""
+    _start(width, height, f"{plane} · epoch {shown}{ensemble} · x I(X;T), y I(T;Y) in bits")
+    members = view.members.get(plane, {})
+    member_x = [v for e in members for row in members[e][0] for v in row]
+    member_y = [v for e in members for row in members[e][1] for v in row]
+    x_max = max([view.h_x or 0.0, *member_x] + [max(points[e][0]) for e in epochs]) * 1.05 or 1.0
+    y_max = max([view.h_y or 0.0, *member_y] + [max(points[e][1]) for e in epochs]) * 1.08 or 1.0
     plt.xlim(0, x_max)
     plt.ylim(0, y_max)
     if view.h_x:
@@ -83,6 +89,21 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
             if shown in partner:
                 plt.plot([points[shown][0][layer], partner[shown][0][layer]],
                          [points[shown][1][layer], partner[shown][1][layer]], color="gray", marker="braille")
+    if members:  # an ensemble: the members' spread (±1 sd of I(X;T)) along each layer's mean trajectory
+        for layer in range(n_layers):
+            xs, ys = [], []
+            for e in epochs:
+                spread = view.spread(plane, e)
+                if spread is None:
+                    continue
+                x, y, sd = points[e][0][layer], points[e][1][layer], spread[0][layer]
+                xs += [x - sd, x - sd / 2, x + sd / 2, x + sd]
+                ys += [y] * 4
+            if xs:
+                plt.scatter(xs, ys, color="gray", marker="braille")
+        if shown in members:  # every member's own point at the shown epoch
+            plt.scatter([v for row in members[shown][0] for v in row], [v for row in members[shown][1] for v in row],
+                        color="gray", marker="•")
     for layer in range(n_layers):
         xs = [points[e][0][layer] for e in epochs]
         ys = [points[e][1][layer] for e in epochs]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 import zipfile
 from collections import deque
@@ -30,6 +31,8 @@ class RunView:
     plane_names: list[str] = field(default_factory=list)
     # plane → epoch → (ixt per layer, ity per layer)
     planes: dict[str, dict[int, tuple[list[float], list[float]]]] = field(default_factory=dict)
+    # ensembles: plane → epoch → (I(X;T) per member per layer, I(T;Y) per member per layer)
+    members: dict[str, dict[int, tuple[list[list[float]], list[list[float]]]]] = field(default_factory=dict)
     measures: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch → measure event
     curves: dict[str, list[float]] = field(
         default_factory=lambda: {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": []})
@@ -87,6 +90,20 @@ class RunView:
         points = self.planes.get(plane, {})
         epochs = sorted(points)
         return epochs, [points[e][0][layer] for e in epochs], [points[e][1][layer] for e in epochs]
+
+    @property
+    def n_members(self) -> int:
+        """Networks in the run's ensemble (1 for a single network)."""
+        seeds = self.meta.get("seeds")
+        return len(seeds) if isinstance(seeds, list) and seeds else 1
+
+    def spread(self, plane: str, epoch: int) -> tuple[list[float], list[float]] | None:
+        """Standard deviation over ensemble members of I(X;T) and I(T;Y) per layer (bits); None
+        for a single network or an epoch without member values."""
+        values = self.members.get(plane, {}).get(epoch)
+        if values is None or len(values[0]) < 2:
+            return None
+        return [statistics.stdev(col) for col in zip(*values[0])], [statistics.stdev(col) for col in zip(*values[1])]
 
     def schedule_points(self) -> tuple[list[int], list[int]]:
         """(measured epoch, skip until the next measurement) for the schedule plot."""
@@ -166,14 +183,23 @@ class RunView:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 2**53:
             raise ValueError(f"bad epoch {epoch!r}")
         width = len(self.layers) or None
-        parsed = {}
+        parsed, members = {}, {}
         for name, plane in event["planes"].items():
             ixt, ity = [float(v) for v in plane["ixt"]], [float(v) for v in plane["ity"]]
             width = width or len(ixt)
             if not (len(ixt) == len(ity) == width) or not all(map(math.isfinite, ixt + ity)):
                 raise ValueError(f"plane {name!r} of epoch {epoch} is malformed")
             parsed[str(name)] = (ixt, ity)
+            if "ixt_seeds" in plane:
+                seeds_ixt = [[float(v) for v in row] for row in plane["ixt_seeds"]]
+                seeds_ity = [[float(v) for v in row] for row in plane["ity_seeds"]]
+                if not (len(seeds_ixt) == len(seeds_ity) >= 1 and all(
+                        len(row) == width and all(map(math.isfinite, row)) for row in seeds_ixt + seeds_ity)):
+                    raise ValueError(f"plane {name!r} of epoch {epoch} has malformed member values")
+                members[str(name)] = (seeds_ixt, seeds_ity)
         self.measures[epoch] = event
+        for name, values in members.items():
+            self.members.setdefault(name, {})[epoch] = values
         for name, values in parsed.items():
             self.planes.setdefault(name, {})[epoch] = values
             if name not in self.plane_names:
