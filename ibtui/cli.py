@@ -171,6 +171,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     title = (f"{summary['status']} · {summary['epochs_done']}/{summary['epochs_total']} epochs · "
              f"{summary['measured_epochs']} measured · {summary['wall_seconds']:.1f} s · "
              f"train acc {_fmt(summary['train_acc'])} · test acc {_fmt(summary['test_acc'])}"
+             + (f" (float {_fmt(summary['float_test_acc'])})" if "float_test_acc" in summary else "")
              + (f" · {len(seeds)} seeds (mean over members)" if len(seeds) > 1 else ""))
     ensemble = len(seeds) > 1
     table = Table(title=title, caption=escape(summary["run_dir"]), header_style="bold",

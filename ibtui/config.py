@@ -59,11 +59,26 @@ class ModelConfig:
     """An MLP: hidden ``widths``, ``activation`` after each, softmax output.
 
     init: ``idnns`` (truncated normal, std 1/sqrt(fan_in), zero biases) or ``torch`` (PyTorch default).
+    quantize_bits: 0 = float activations; k ≥ 1 = every hidden activation rounded to one of 2^k
+    equally spaced levels spanning ``quantize_range`` [low, high] (values outside are clipped),
+    in training (straight-through gradient) and evaluation, so each layer is a discrete variable
+    and its MI exact. An empty range means the activation's own: [−1, 1] for tanh, [0, 1] for
+    sigmoid (the others are unbounded and need an explicit range).
     """
 
     widths: list[int] = field(default_factory=lambda: [10, 7, 5, 4, 3])
     activation: str = "tanh"
     init: str = "idnns"
+    quantize_bits: int = 0
+    quantize_range: list[float] = field(default_factory=list)
+
+    def levels_range(self) -> tuple[float, float] | None:
+        """[low, high] of the quantization levels, or None for float activations."""
+        if not self.quantize_bits:
+            return None
+        if self.quantize_range:
+            return float(self.quantize_range[0]), float(self.quantize_range[1])
+        return BOUNDED_RANGES.get(self.activation)
 
 
 @dataclass
@@ -71,7 +86,8 @@ class TrainConfig:
     """Optimiser settings. epochs: training epochs; epoch 0 is the untrained network.
 
     threads: CPU threads for torch (0 = automatic: one for training, which is faster for these
-    small networks and never oversubscribes a shared machine; all cores for MI estimation).
+    small networks and never oversubscribes a shared machine, all cores for ensembles of 8 or
+    more networks; all cores for MI estimation).
     seeds: networks trained together as one ensemble, with seeds seed, seed + 1, ...,
     seed + seeds − 1 (each its own initial weights, data split and batch order).
     """
@@ -86,6 +102,9 @@ class TrainConfig:
     threads: int = 0
     seeds: int = 1
 
+
+BOUNDED_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
+"""Activations with a bounded range: the default quantization range."""
 
 MAX_SEEDS = 1000
 """Largest ensemble: the members' activations are held together in memory."""
@@ -362,6 +381,15 @@ def validate(cfg: Config) -> None:
     _check(len(m.widths) >= 1, "model.widths needs at least one hidden layer")
     _choice(m.activation, ACTIVATIONS, "model.activation")
     _choice(m.init, INITS, "model.init")
+    _check(0 <= m.quantize_bits <= 16, f"model.quantize_bits must be from 0 (off) to 16; got {m.quantize_bits}")
+    if m.quantize_range:
+        _check(len(m.quantize_range) == 2 and all(math.isfinite(v) for v in m.quantize_range)
+               and m.quantize_range[0] < m.quantize_range[1],
+               f"model.quantize_range must be [low, high] with low < high; got {m.quantize_range}")
+    elif m.quantize_bits:
+        _check(m.activation in BOUNDED_RANGES,
+               f"model.quantize_range is needed to quantize {m.activation} activations (unbounded); "
+               f"e.g. --set model.quantize_range=[0,4]")
     _choice(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check(math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a positive number; got {t.lr}")
     _check(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"train.momentum must be in [0, 1); got {t.momentum}")

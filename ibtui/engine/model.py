@@ -63,6 +63,14 @@ class MLP(nn.Module):
         return [*names, f"softmax:{self.linears[-1].out_features}"]
 
 
+def quantize(a: torch.Tensor, bits: int, low: float, high: float) -> torch.Tensor:
+    """Round ``a`` to the nearest of 2^bits equally spaced levels from ``low`` to ``high`` (clipped
+    to that range). Forward: the levels; backward: the identity (straight-through estimator)."""
+    step = (high - low) / (2 ** bits - 1)
+    levels = torch.round((a.clamp(low, high) - low) / step) * step + low
+    return a + (levels - a).detach()
+
+
 class Ensemble(nn.Module):
     """S networks of the same shape trained together: stacked weights, one batched forward.
 
@@ -70,11 +78,19 @@ class Ensemble(nn.Module):
     initial weights), so a one-member ensemble is one run and an S-member ensemble is S runs
     with those seeds. Weights ``weight.l`` are (S, out, in) and biases ``bias.l`` (S, 1, out);
     every forward takes inputs (S, B, D), one batch per member, or (B, D) shared by all.
+    With ``quantize_bits`` > 0 every hidden activation goes through ``quantize`` while
+    ``quantized`` is true (the softmax output stays float).
     """
 
     def __init__(self, n_inputs: int, widths: list[int], n_classes: int, activation: str = "tanh",
-                 init: str = "idnns", seeds: list[int] | tuple[int, ...] = (0,)) -> None:
+                 init: str = "idnns", seeds: list[int] | tuple[int, ...] = (0,),
+                 quantize_bits: int = 0, quantize_range: tuple[float, float] | None = None) -> None:
         super().__init__()
+        if quantize_bits and quantize_range is None:
+            raise ValueError("quantized activations need a range (low, high)")
+        self.quantize_bits = quantize_bits
+        self.quantize_range = quantize_range
+        self.quantized = bool(quantize_bits)  # switched off to evaluate the same weights in float
         if not seeds:
             raise ValueError("an ensemble needs at least one seed")
         members = []
@@ -100,11 +116,17 @@ class Ensemble(nn.Module):
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.expand(self.size, *x.shape) if x.ndim == 2 else x
 
+    def _hidden(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a = self._act(torch.baddbmm(b, x, w.transpose(1, 2)))
+        if self.quantized and self.quantize_bits:
+            a = quantize(a, self.quantize_bits, *self.quantize_range)
+        return a
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (S, B, n_classes)."""
         x = self._inputs(x)
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            x = self._act(torch.baddbmm(b, x, w.transpose(1, 2)))
+            x = self._hidden(x, w, b)
         return torch.baddbmm(self.biases[-1], x, self.weights[-1].transpose(1, 2))
 
     def forward_layers(self, x: torch.Tensor, members: slice = slice(None)) -> list[torch.Tensor]:
@@ -118,7 +140,7 @@ class Ensemble(nn.Module):
             x = x.expand(weights[0].shape[0], *x.shape)
         outs = []
         for w, b in zip(weights[:-1], biases[:-1]):
-            x = self._act(torch.baddbmm(b, x, w.transpose(1, 2)))
+            x = self._hidden(x, w, b)
             outs.append(x)
         outs.append(torch.softmax(torch.baddbmm(biases[-1], x, weights[-1].transpose(1, 2)), dim=2))
         return outs

@@ -148,7 +148,7 @@ def prepare(cfg: Config) -> Prepared:
                        MISet.from_arrays(dataset.x[split[2]], dataset.y[split[2]], device=device))
         previous = (split[2], mi_sets[-1])
     model = Ensemble(dataset.x.shape[1], cfg.model.widths, dataset.n_classes, cfg.model.activation,
-                     cfg.model.init, seeds)
+                     cfg.model.init, seeds, cfg.model.quantize_bits, cfg.model.levels_range())
     return Prepared(
         cfg=cfg, device=device, dataset=dataset,
         x_all=torch.as_tensor(dataset.x, dtype=torch.float32, device=device),
@@ -165,6 +165,9 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the weights in host memory (delta_exact keeps one per skipped epoch)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
+
+ENSEMBLE_THREADED = 8
+"""Ensembles of at least this many members train on all cores (see ``Engine.training_threads``)."""
 
 EVAL_ROWS = 2048
 """Rows per member evaluated at once (bounds memory for large sets and ensembles)."""
@@ -260,6 +263,12 @@ class Engine:
                            f"at epoch {self.epochs_done + 1}")
         return train_loss, (correct / n).cpu().numpy().astype(np.float64)
 
+    def training_threads(self) -> int:
+        """Automatic thread count for training: one for up to ``ENSEMBLE_THREADED`` − 1 members
+        (small networks train fastest on one thread and never oversubscribe a shared machine),
+        else all of torch's threads (0) for the batched matrix products of a larger ensemble."""
+        return 1 if self.model.size < ENSEMBLE_THREADED else 0
+
     # ------------------------------------------------------------------ measurement
     def member_chunk(self) -> int:
         """Members whose MI-set activations fit in about 256 MB together (at least one)."""
@@ -305,12 +314,20 @@ class Engine:
                 planes[name]["ity_seeds"] = ity.tolist()
         train_loss, train_acc = _evaluate(model, p, p.train_idx)
         test_loss, test_acc = _evaluate(model, p, p.test_idx)
+        if model.quantize_bits:  # the same weights with float activations, for comparison
+            model.quantized = False
+            try:
+                float_test_acc = _evaluate(model, p, p.test_idx)[1]
+            finally:
+                model.quantized = True
         record: dict[str, Any] = {
             "type": "measure", "epoch": epoch,
             "train_loss": _mean(train_loss), "train_acc": _mean(train_acc),
             "test_loss": _mean(test_loss), "test_acc": _mean(test_acc),
             "planes": planes, "mi_seconds": round(time.perf_counter() - t0, 6),
         }
+        if model.quantize_bits:
+            record["float_test_acc"] = _mean(float_test_acc)
         if model.size > 1:
             record["seeds"] = {"seed": model.seeds, **{key: [_finite(float(v)) for v in values] for key, values in (
                 ("train_loss", train_loss), ("train_acc", train_acc), ("test_loss", test_loss),
@@ -446,7 +463,7 @@ class Engine:
             if stop is not None and stop.is_set():
                 return "stopped"
             if epoch > 0:
-                with torch_threads(cfg.train.threads or 1):  # one thread trains small nets fastest
+                with torch_threads(cfg.train.threads or self.training_threads()):
                     losses, accs = self.train_epoch()
                     test_losses, test_accs = _evaluate(self.model, self.prep, self.prep.test_idx)
                 train_loss, train_acc = float(losses.mean()), float(accs.mean())
@@ -533,6 +550,7 @@ def summarize(engine: Engine, status: str, wall_s: float, error: str | None) -> 
         "last_measured_epoch": last.get("epoch"),
         "train_acc": last.get("train_acc"), "test_acc": last.get("test_acc"),
         "train_loss": last.get("train_loss"), "test_loss": last.get("test_loss"),
+        **({"float_test_acc": last["float_test_acc"]} if "float_test_acc" in last else {}),
         "device": str(engine.prep.device), "seeds": engine.model.seeds, "layers": layers, "planes": planes,
     }
 
