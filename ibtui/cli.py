@@ -287,6 +287,11 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         out.print(summary_table(summary))
+        phases = summary.get("gradient_phases")
+        if phases:
+            marks = ", ".join(f"{layer} {'epoch ' + str(e) if e is not None else 'none'}"
+                              for layer, e in zip(summary["layers"], phases["transition_epoch"]))
+            out.print(f"drift→diffusion (gradient SNR < 1 for {phases['window']} epochs): {marks}", highlight=False)
     if summary["status"] == "failed":
         fail(f"run failed: {summary['error']} (see {summary['run_dir']}/worker.log)", code=1)
     if summary["status"] == "stopped":

@@ -90,6 +90,8 @@ class TrainConfig:
     more networks; all cores for MI estimation).
     seeds: networks trained together as one ensemble, with seeds seed, seed + 1, ...,
     seed + seeds − 1 (each its own initial weights, data split and batch order).
+    gradient_stats: record, every epoch and per layer, the norms of the mean and standard
+    deviation of the minibatch gradients of its weights (``ibtui.engine.phases``).
     """
 
     optimizer: str = "adam"
@@ -101,6 +103,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     seeds: int = 1
+    gradient_stats: bool = False
 
 
 BOUNDED_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}

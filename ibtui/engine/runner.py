@@ -38,6 +38,7 @@ import ibtui
 from ibtui.config import Config, all_planes, config_from_dict, read_toml
 from ibtui.engine.data import Dataset, load_dataset
 from ibtui.engine.model import Ensemble
+from ibtui.engine.phases import WINDOW, snr, transition_epochs
 from ibtui.engine.schedule import Schedule, plane_distance
 from ibtui.engine.store import (CONFIG, CURVES, LOG, PLANES, RunStore, checkpoint_path, read_events, read_meta,
                                 read_npz, run_file)
@@ -207,6 +208,14 @@ def _evaluate(model: Ensemble, prep: Prepared, idx: torch.Tensor) -> tuple[np.nd
     return (loss / n).cpu().numpy(), (correct / n).cpu().numpy()
 
 
+def _gradient_norms(total: torch.Tensor, squares: torch.Tensor, batches: int) -> tuple[float, float]:
+    """Mean over members of ‖mean gradient‖ and ‖element-wise std of the gradients‖ (Frobenius,
+    over one epoch's ``batches`` minibatches; population std) of a stacked (S, ...) weight."""
+    mean = total / batches
+    var = (squares / batches - mean * mean).clamp_(min=0.0)
+    return float(mean.flatten(1).norm(dim=1).mean()), float(var.flatten(1).sum(1).sqrt().mean())
+
+
 def _finite(value: float) -> float | None:
     """JSON-safe number: None for NaN/inf."""
     return value if math.isfinite(value) else None
@@ -230,7 +239,12 @@ class Engine:
         self.planes = all_planes(self.cfg)
         self.distance_plane = self.cfg.schedule.estimator or self.planes[0]
         self.records: dict[int, dict[str, Any]] = {}  # measured epoch → event
-        self.curves: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")}
+        curve_keys = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
+        if t.gradient_stats:
+            layers = range(len(self.cfg.model.widths) + 1)
+            curve_keys += [f"grad_mean.{i}" for i in layers] + [f"grad_std.{i}" for i in layers]
+        self.curves: dict[str, list[float]] = {k: [] for k in curve_keys}
+        self.gradient_norms: list[tuple[float, float]] = []
         self.epochs_done = 0
         self.previous: dict[str, Any] | None = None  # loop state (set by restore() when resuming)
         self.next_epoch: int | None = self.schedule.first()
@@ -247,15 +261,26 @@ class Engine:
         self.model.train()
         loss_sum = torch.zeros(size, device=p.device)
         correct = torch.zeros(size, device=p.device)
+        stats = self.cfg.train.gradient_stats
+        if stats:
+            grad_sum = [torch.zeros_like(w) for w in self.model.weights]
+            grad_sq = [torch.zeros_like(w) for w in self.model.weights]
         for start in range(0, n, bs):
             x, y = _rows(p, p.train_idx.gather(1, order[:, start:start + bs]))
             logits = self.model(x)
             losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
             self.opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # members share no weights: each gets its own mean-loss gradient
+            if stats:
+                for w, total, squares in zip(self.model.weights, grad_sum, grad_sq):
+                    total.add_(w.grad)
+                    squares.addcmul_(w.grad, w.grad)
             self.opt.step()
             loss_sum += losses.detach() * y.shape[1]
             correct += (logits.detach().argmax(2) == y).sum(1)
+        if stats:
+            batches = -(-n // bs)
+            self.gradient_norms = [_gradient_norms(total, squares, batches) for total, squares in zip(grad_sum, grad_sq)]
         train_loss = (loss_sum / n).cpu().numpy().astype(np.float64)
         bad = np.flatnonzero(~np.isfinite(train_loss))
         if len(bad):
@@ -469,10 +494,18 @@ class Engine:
                 train_loss, train_acc = float(losses.mean()), float(accs.mean())
                 test_loss, test_acc = float(test_losses.mean()), float(test_accs.mean())
                 self.epochs_done = epoch
-                for key, value in zip(self.curves, (epoch, train_loss, train_acc, test_loss, test_acc)):
-                    self.curves[key].append(value)
-                self.emit({"type": "epoch", "epoch": epoch, "epochs": cfg.train.epochs, "train_loss": train_loss,
-                           "train_acc": train_acc, "test_loss": _finite(test_loss), "test_acc": _finite(test_acc)})
+                values = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                          "test_acc": test_acc}
+                event = {"type": "epoch", "epoch": epoch, "epochs": cfg.train.epochs, "train_loss": train_loss,
+                         "train_acc": train_acc, "test_loss": _finite(test_loss), "test_acc": _finite(test_acc)}
+                if cfg.train.gradient_stats:
+                    for layer, (mean_norm, std_norm) in enumerate(self.gradient_norms):
+                        values[f"grad_mean.{layer}"], values[f"grad_std.{layer}"] = mean_norm, std_norm
+                    event["grad_mean"] = [_finite(m) for m, _ in self.gradient_norms]
+                    event["grad_std"] = [_finite(v) for _, v in self.gradient_norms]
+                for key in self.curves:
+                    self.curves[key].append(values[key])
+                self.emit(event)
             if keep:
                 kept[epoch] = _cpu_state(self.model)
             if epoch == next_epoch:
@@ -542,7 +575,15 @@ def summarize(engine: Engine, status: str, wall_s: float, error: str | None) -> 
             seeds_ixt = np.asarray([r["planes"][name]["ixt_seeds"] for r in records])  # (E, S, L)
             for i, row in enumerate(planes[name]):
                 row["seeds"] = seed_spread(seeds_ixt[:, :, i], epochs)
+    phases: dict[str, Any] = {}
+    if engine.cfg.train.gradient_stats and engine.curves["epoch"]:
+        norms = [np.asarray([engine.curves[f"grad_{kind}.{i}"] for i in range(len(layers))]).T
+                 for kind in ("mean", "std")]
+        phases = {"gradient_phases": {
+            "transition_epoch": transition_epochs(engine.curves["epoch"], norms[0], norms[1]),
+            "window": WINDOW, "final_snr": [_finite(float(v)) for v in snr(norms[0][-1], norms[1][-1])]}}
     return {
+        **phases,
         "run_dir": str(engine.store.path), "status": status, "error": error,
         "epochs_done": engine.epochs_done, "epochs_total": engine.cfg.train.epochs,
         "measured_epochs": len(records), "wall_seconds": round(wall_s, 3),

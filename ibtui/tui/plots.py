@@ -56,7 +56,9 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     H(X) and H(Y) are marked when known. For a KDE bound, the other bound is drawn dimmed and
     each layer's two bounds at the shown epoch are joined: the lower–upper band. For an
     ensemble the trajectories are the members' means, with a dimmed ±1 standard deviation band
-    of I(X;T) along them and every member's own point at the shown epoch.
+    of I(X;T) along them and every member's own point at the shown epoch. With gradient
+    statistics, ◇ marks each layer at the first measured epoch from its drift→diffusion
+    transition on (once the shown epoch has reached it).
     """
     points = view.planes.get(plane)
     if not points:
@@ -108,6 +110,14 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
         xs = [points[e][0][layer] for e in epochs]
         ys = [points[e][1][layer] for e in epochs]
         plt.scatter(xs, ys, color=colours, marker="dot")
+    transitions = view.transitions()
+    if len(transitions) == n_layers:  # drift→diffusion: each layer's point at its transition epoch
+        marks = [(layer, min((e for e in epochs if e >= epoch), default=None))
+                 for layer, epoch in enumerate(transitions) if epoch is not None]
+        marks = [(layer, e) for layer, e in marks if e is not None and e <= shown]
+        if marks:
+            plt.scatter([points[e][0][layer] for layer, e in marks], [points[e][1][layer] for layer, e in marks],
+                        color="yellow", marker="◇", label="drift→diffusion")
     joined = points[shown]
     plt.plot(joined[0], joined[1], color="white", marker="braille")
     names = view.layers if len(view.layers) == n_layers else [f"L{i + 1}" for i in range(n_layers)]

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ibtui.engine.phases import transition_epochs
 from ibtui.engine.store import CONFIG, CURVES, EVENTS, META, read_meta, read_npz, run_file
 from ibtui.errors import UserError
 
@@ -36,6 +39,10 @@ class RunView:
     measures: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch → measure event
     curves: dict[str, list[float]] = field(
         default_factory=lambda: {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": []})
+    # gradient statistics (train.gradient_stats): epoch, then per epoch per layer ‖mean‖ and ‖std‖
+    grad_epochs: list[int] = field(default_factory=list)
+    grad_mean: list[list[float]] = field(default_factory=list)
+    grad_std: list[list[float]] = field(default_factory=list)
     status: str = "idle"
     error: str | None = None
     traceback: str | None = None
@@ -105,6 +112,23 @@ class RunView:
             return None
         return [statistics.stdev(col) for col in zip(*values[0])], [statistics.stdev(col) for col in zip(*values[1])]
 
+    def _add_gradients(self, epoch: int, mean: list, std: list) -> None:
+        def number(v: Any) -> float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            return float(v) if ok else math.nan
+
+        if len(mean) == len(std) and (not self.grad_mean or len(mean) == len(self.grad_mean[0])):
+            self.grad_epochs.append(epoch)
+            self.grad_mean.append([number(v) for v in mean])
+            self.grad_std.append([number(v) for v in std])
+
+    def transitions(self) -> list[int | None]:
+        """Per layer, the drift→diffusion epoch of the gradient statistics (``ibtui.engine.phases``);
+        empty when the run records none."""
+        if not self.grad_epochs:
+            return []
+        return transition_epochs(self.grad_epochs, np.asarray(self.grad_mean), np.asarray(self.grad_std))
+
     def schedule_points(self) -> tuple[list[int], list[int]]:
         """(measured epoch, skip until the next measurement) for the schedule plot."""
         epochs = self.epochs
@@ -146,6 +170,8 @@ class RunView:
             for key in self.curves:
                 value = event.get(key)
                 self.curves[key].append(math.nan if value is None else float(value))
+            if isinstance(event.get("grad_mean"), list) and isinstance(event.get("grad_std"), list):
+                self._add_gradients(self.epochs_done, event["grad_mean"], event["grad_std"])
         elif kind == "measure":
             self._add_measure(event)
         elif kind == "end":
@@ -292,6 +318,15 @@ class RunView:
             self.curves = {k: [float(v) for v in arrays[k]] for k in self.curves if k in arrays}
             for k in ("epoch", "train_loss", "train_acc", "test_acc"):
                 self.curves.setdefault(k, [])
+            layers = sorted(int(k.split(".", 1)[1]) for k in arrays if k.startswith("grad_mean.")
+                            and k.split(".", 1)[1].isdigit())
+            if layers and layers == list(range(len(layers))) and "epoch" in arrays:
+                mean = np.stack([np.asarray(arrays[f"grad_mean.{i}"], dtype=np.float64) for i in layers], axis=1)
+                std = np.stack([np.asarray(arrays[f"grad_std.{i}"], dtype=np.float64) for i in layers], axis=1)
+                epochs = np.asarray(arrays["epoch"])
+                if mean.shape == std.shape and mean.shape[0] == len(epochs):
+                    self.grad_epochs = [int(e) for e in epochs]
+                    self.grad_mean, self.grad_std = mean.tolist(), std.tolist()
         except (OSError, ValueError, KeyError, TypeError, UserError, zipfile.BadZipFile) as exc:
             self.add_log(f"warning: curves.npz unreadable ({exc})")
 
