@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+import numpy as np
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -90,6 +91,77 @@ def replay(
         run_tui(replay=run_dirs)
     except UserError as exc:
         fail(str(exc))
+
+
+@app.command()
+def analyze(
+    run_dir: str = typer.Argument(..., help="A run directory with checkpoints."),
+    estimator: str = typer.Option(..., "--estimator", "-e", help="Estimator kind (see `ibtui estimators`)."),
+    bins: Optional[str] = typer.Option(None, "--bins", help="Comma-separated bin counts to try (= --vary bins=...)."),
+    vary: Optional[str] = typer.Option(None, "--vary", help="PARAM=v1,v2,... : the estimator parameter to sweep."),
+    fixed: List[str] = typer.Option([], "--set", "-s", help="PARAM=VALUE held fixed for every value (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default: the run's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored description as JSON."),
+) -> None:
+    """Recompute a run's information planes from its saved weights, once per parameter value.
+
+    Stores analysis/<estimator>-<param>.npz in the run; the app shows each value as a plane and
+    the whole family with `f`. `--estimator binning --bins ...` uses binning_fixed (equal bins
+    between its low and high, [-1, 1] unless set).
+    """
+    from ibtui.config import parse_value
+    from ibtui.engine.analyze import analyze as run_analysis
+
+    if (bins is None) == (vary is None):
+        fail("give exactly one of --bins N,N,... or --vary PARAM=v1,v2,...")
+    note = ""
+    if bins is not None:
+        param, text = "bins", bins
+        if estimator == "binning":  # binning is by bin size; a bin count means fixed-width bins
+            estimator = "binning_fixed"
+            note = "note: --bins with binning uses binning_fixed (that many edges between low and high)"
+    else:
+        param, sep, text = vary.partition("=")
+        param = param.strip()
+        if not sep or not param:
+            fail(f"--vary '{vary}' is not of the form PARAM=v1,v2,...")
+    values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+    settings: dict[str, Any] = {}
+    for item in fixed:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set '{item}' is not of the form PARAM=VALUE")
+        settings[key.strip()] = parse_value(value.strip())
+    progress = Progress(TextColumn("[bold]analyze"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
+                        TimeRemainingColumn(), console=err, transient=True)
+    task = progress.add_task("analyze", total=None)
+    try:
+        with termination_as_interrupt(), progress:
+            description = run_analysis(run_dir, estimator, (param, values), settings, device,
+                                       on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    except UserError as exc:
+        fail(str(exc))
+    if note:
+        err.print(note, highlight=False)
+    if as_json:
+        sys.stdout.write(json.dumps(description, indent=2) + "\n")
+        return
+    from ibtui.engine.store import read_npz, run_file
+
+    arrays = read_npz(run_file(Path(run_dir), description["arrays"]))
+    layers = description["layers"]
+    table = Table(title=f"{estimator}: {param} = {', '.join(map(str, values))} · {len(description['epochs'])} "
+                        f"epochs · {description['seconds']:.1f} s · I(X;T) final/peak, bits",
+                  caption=escape(f"{run_dir}/{description['arrays']}"), header_style="bold", box=box.SIMPLE_HEAD)
+    single = len(description["planes"]) == len(values)  # one plane per value: label rows by the value
+    table.add_column(param if single else "plane", no_wrap=True)
+    for name in layers:
+        table.add_column(escape(name), justify="right", no_wrap=True)
+    for index, plane in enumerate(description["planes"]):
+        ixt = np.asarray(arrays[f"{plane}.ixt"])
+        label = str(values[index]) if single else plane.replace(f"[{param}=", " ").rstrip("]")
+        table.add_row(escape(label), *(f"{ixt[-1, i]:.1f}/{ixt[:, i].max():.1f}" for i in range(len(layers))))
+    out.print(table)
 
 
 # ----------------------------------------------------------------------------- presets

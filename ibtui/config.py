@@ -337,6 +337,15 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def build_estimator(kind: str, params: dict[str, Any]) -> Any:
+    """A validated estimator ``kind`` with ``params`` (TOML-typed values); UserError otherwise."""
+    if kind not in ESTIMATORS:
+        raise UserError(f"unknown estimator '{kind}'; valid: {', '.join(ESTIMATORS)}")
+    est = _build(ESTIMATORS[kind], params, f"estimators.{kind}")
+    est.validate()
+    return est
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     """Build and validate a Config from a raw (TOML-shaped) dict."""
     raw = dict(raw)

@@ -500,3 +500,37 @@ def test_status_line_shows_bracketed_error_text_verbatim():
 
     view = RunView(status="failed", error="unknown key [estimators.x] in [/tmp/a]")
     assert "[estimators.x] in [/tmp/a]" in Text.from_markup(status_line(view, "binning", None)).plain
+
+
+def test_f_shows_an_analysis_family_and_brackets_change_its_layer(finished_run, tmp_path):
+    import shutil
+
+    from ibtui.engine.analyze import analyze
+
+    run = shutil.copytree(finished_run, tmp_path / "run")  # the module's run stays without analyses
+    analyze(run, "binning_fixed", ("bins", [8, 30]))
+    screen = RunScreen(RunView.from_run_dir(run))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.press("f")
+            assert screen.family == "binning_fixed-bins"
+            plane = str(screen.query_one("#plane").render())
+            assert "binning_fixed-bins · layer h5:3" in plane and "bins=8" in plane and "bins=30" in plane
+            await pilot.press("right_square_bracket")
+            assert "layer softmax:2" in status_text(screen)
+            await pilot.press("f")
+            assert screen.family is None and "binning · epoch 12" in str(screen.query_one("#plane").render())
+
+    asyncio.run(scenario())
+
+
+def test_f_without_analyses_says_how_to_make_one(finished_run):
+    screen = RunScreen(RunView.from_run_dir(finished_run))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.press("f")
+            assert screen.family is None and "ibtui analyze" in screen.view.log[-1]
+
+    asyncio.run(scenario())

@@ -127,6 +127,40 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     return plt.build()
 
 
+FAMILY_COLOURS = ("cyan", "green", "yellow", "magenta", "red", "blue", "orange", "white")
+
+
+def family_figure(view: RunView, family: str, layer: int, width: int, height: int, cursor: int | None = None) -> str:
+    """One layer on the information plane under every parameter value of an analysis family
+    (e.g. bins = 8 … 50): one trajectory per value, up to the shown epoch, in bits."""
+    planes = [p for p in view.families.get(family, []) if view.planes.get(p)]
+    if not planes:
+        return empty_figure(width, height, f"{family}: no analysis planes (run `ibtui analyze`)")
+    n_layers = len(next(iter(view.planes[planes[0]].values()))[0])
+    layer = max(0, min(layer, n_layers - 1))
+    names = view.layers if len(view.layers) == n_layers else [f"L{i + 1}" for i in range(n_layers)]
+    epochs = sorted(view.planes[planes[0]])
+    shown = epochs[-1] if cursor is None else max((e for e in epochs if e <= cursor), default=epochs[0])
+    _start(width, height, f"{family} · layer {names[layer]} · epoch {shown} · x I(X;T), y I(T;Y) in bits")
+    x_max = max([view.h_x or 0.0] + [max(p[0][layer] for p in view.planes[q].values()) for q in planes]) * 1.05 or 1.0
+    y_max = max([view.h_y or 0.0] + [max(p[1][layer] for p in view.planes[q].values()) for q in planes]) * 1.08 or 1.0
+    plt.xlim(0, x_max)
+    plt.ylim(0, y_max)
+    bases = {plane.partition("[")[0] for plane in planes}
+    for index, plane in enumerate(planes):
+        points = view.planes[plane]
+        upto = [e for e in sorted(points) if e <= shown]
+        colour = FAMILY_COLOURS[index % len(FAMILY_COLOURS)]
+        base, _, value = plane.partition("[")
+        label = value.rstrip("]") if len(bases) == 1 else f"{base} {value.rstrip(']')}"
+        plt.plot([points[e][0][layer] for e in upto], [points[e][1][layer] for e in upto], color=colour,
+                 marker="braille", label=label)
+        if upto:
+            plt.scatter([points[upto[-1]][0][layer]], [points[upto[-1]][1][layer]], color=colour,
+                        marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
+    return plt.build()
+
+
 def schedule_figure(view: RunView, width: int, height: int) -> str:
     """Measured epochs (x) against the skip to the next measurement (y)."""
     epochs, skips = view.schedule_points()

@@ -20,7 +20,7 @@ from textual.worker import get_current_worker
 
 from ibtui.engine.process import Worker
 from ibtui.errors import UserError
-from ibtui.tui.plots import curves_figure, plane_figure, schedule_figure
+from ibtui.tui.plots import curves_figure, family_figure, plane_figure, schedule_figure
 from ibtui.tui.state import RunView
 from ibtui.tui.widgets import PlotView
 
@@ -38,12 +38,15 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def status_line(view: RunView, plane: str, cursor: int | None, paused: bool = False) -> str:
+def status_line(view: RunView, plane: str, cursor: int | None, paused: bool = False,
+                family: str | None = None, layer: int = 0) -> str:
     rate = view.rate()
+    layer_name = view.layers[layer] if 0 <= layer < len(view.layers) else f"layer {layer + 1}"
     parts = [
         f"[b]{view.status if not paused else 'paused'}[/b]",
         f"epoch {view.epochs_done}/{view.epochs_total}",
-        f"estimator [b]{escape(plane)}[/b]" if plane else None,
+        (f"family [b]{escape(family)}[/b] · layer {escape(layer_name)} ([ ] to change, f back)" if family
+         else f"estimator [b]{escape(plane)}[/b]" if plane else None),
         f"cursor {cursor}" if cursor is not None else None,
         f"{rate:,.1f} ep/s" if rate else None,
         f"ETA {fmt_seconds(view.eta())}" if view.running else None,
@@ -64,6 +67,9 @@ class RunScreen(Screen):
         Binding("s", "stop", "Stop run"),
         Binding("e", "export", "Export"),
         Binding("p", "next_plane", "Estimator"),
+        Binding("f", "family", "Family"),
+        Binding("left_square_bracket", "layer(-1)", "◀ layer", show=False),
+        Binding("right_square_bracket", "layer(1)", "▶ layer", show=False),
         Binding("left", "step(-1)", "◀ epoch", show=False),
         Binding("right", "step(1)", "▶ epoch", show=False),
         Binding("home", "jump(0)", "First epoch", show=False),
@@ -77,6 +83,8 @@ class RunScreen(Screen):
         self.worker = worker
         self.follow = (worker is None) if follow is None else follow
         self.plane = view.plane_names[0] if view.plane_names else ""
+        self.family: str | None = None  # an analysis family shown instead of one plane (key f)
+        self.family_layer = max(0, len(view.layers) - 2)  # the family view's layer: the last hidden one
         self.cursor: int | None = None  # None = follow the latest epoch
         self.playing = False
         self._log_seen = 0
@@ -90,7 +98,7 @@ class RunScreen(Screen):
         yield Header(show_clock=False)
         view = self.view
         with Horizontal(id="body"):
-            yield PlotView(lambda w, h: plane_figure(view, self.plane, w, h, self.cursor), self.stamp, id="plane")
+            yield PlotView(self.main_figure, self.stamp, id="plane")
             with Vertical(id="side"):
                 yield PlotView(lambda w, h: schedule_figure(view, w, h), lambda: view.version, id="schedule")
                 yield PlotView(lambda w, h: curves_figure(view, w, h), lambda: view.version, id="curves")
@@ -161,8 +169,13 @@ class RunScreen(Screen):
         self.flush_log()
 
     # ------------------------------------------------------------------ drawing
+    def main_figure(self, width: int, height: int) -> str:
+        if self.family is not None:
+            return family_figure(self.view, self.family, self.family_layer, width, height, self.cursor)
+        return plane_figure(self.view, self.plane, width, height, self.cursor)
+
     def stamp(self) -> tuple:
-        return (self.view.version, self.plane, self.cursor)
+        return (self.view.version, self.plane, self.cursor, self.family, self.family_layer)
 
     def redraw(self) -> None:
         for plot in self.query("PlotView"):
@@ -170,7 +183,8 @@ class RunScreen(Screen):
 
     def update_status(self) -> None:
         paused = bool(self.worker and self.worker.paused and self.view.running)
-        self.query_one("#status", Static).update(status_line(self.view, self.plane, self.cursor, paused))
+        self.query_one("#status", Static).update(
+            status_line(self.view, self.plane, self.cursor, paused, self.family, self.family_layer))
 
     def flush_log(self) -> None:
         lines = self.view.new_log_lines(self._log_seen)
@@ -217,6 +231,26 @@ class RunScreen(Screen):
         names = self.view.plane_names
         if names:
             self.plane = names[(names.index(self.plane) + 1) % len(names)] if self.plane in names else names[0]
+            self.update_status()
+            self.redraw()
+
+    def action_family(self) -> None:
+        """Show every parameter value of an analysis family for one layer, or go back to one plane."""
+        if self.family is not None:
+            self.family = None
+        elif not self.view.families:
+            self.view.add_log("no analysis families: run `ibtui analyze RUN --estimator ... --bins ...` first")
+            self.flush_log()
+            return
+        else:
+            self.family = self.view.family_of(self.plane) or next(iter(self.view.families))
+        self.update_status()
+        self.redraw()
+
+    def action_layer(self, delta: int) -> None:
+        n = len(self.view.layers)
+        if n:
+            self.family_layer = (self.family_layer + delta) % n
             self.update_status()
             self.redraw()
 

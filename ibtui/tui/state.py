@@ -39,6 +39,8 @@ class RunView:
     measures: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch → measure event
     curves: dict[str, list[float]] = field(
         default_factory=lambda: {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": []})
+    # re-analyses (``ibtui analyze``): family name → its planes, one per parameter value
+    families: dict[str, list[str]] = field(default_factory=dict)
     # gradient statistics (train.gradient_stats): epoch, then per epoch per layer ‖mean‖ and ‖std‖
     grad_epochs: list[int] = field(default_factory=list)
     grad_mean: list[list[float]] = field(default_factory=list)
@@ -260,6 +262,7 @@ class RunView:
         view.error = None if meta.get("error") is None else str(meta.get("error"))
         view.follow()
         view._load_curves()
+        view.load_analyses()
         done = meta.get("epochs_done")
         if isinstance(done, int) and not isinstance(done, bool):
             view.epochs_done = max(view.epochs_done, done)
@@ -308,6 +311,51 @@ class RunView:
             if isinstance(done, int) and not isinstance(done, bool):
                 self.epochs_done = done
             self.version += 1
+
+    def load_analyses(self) -> int:
+        """Add the planes of the run's stored analyses (``analysis/``); returns how many families.
+
+        Each family (an estimator with one parameter swept) becomes planes named
+        ``<plane>[<param>=<value>]``, listed after the run's own. A malformed analysis is skipped
+        with a warning in the log.
+        """
+        if self.run_dir is None:
+            return 0
+        from ibtui.engine.analyze import analysis_stem, load_analyses
+
+        for description, arrays in load_analyses(self.run_dir):
+            try:
+                name = analysis_stem(str(description["estimator"]), str(description["param"]))
+                epochs = [int(e) for e in arrays["epochs"]]
+                planes = [str(p) for p in description["planes"]]
+                loaded = {}
+                for plane in planes:
+                    ixt = np.asarray(arrays[f"{plane}.ixt"], dtype=np.float64)
+                    ity = np.asarray(arrays[f"{plane}.ity"], dtype=np.float64)
+                    if ixt.shape != ity.shape or ixt.ndim != 2 or ixt.shape[0] != len(epochs) \
+                            or not np.isfinite(ixt).all() or not np.isfinite(ity).all():
+                        raise ValueError(f"plane {plane} is malformed")
+                    if self.layers and ixt.shape[1] != len(self.layers):
+                        raise ValueError(f"plane {plane} has {ixt.shape[1]} layers; the run has {len(self.layers)}")
+                    loaded[plane] = {e: (ixt[i].tolist(), ity[i].tolist()) for i, e in enumerate(epochs)}
+                    if f"{plane}.ixt_seeds" in arrays:
+                        sx, sy = np.asarray(arrays[f"{plane}.ixt_seeds"]), np.asarray(arrays[f"{plane}.ity_seeds"])
+                        if sx.shape == sy.shape and sx.ndim == 3 and sx.shape[0] == len(epochs):
+                            self.members[plane] = {e: (sx[i].tolist(), sy[i].tolist()) for i, e in enumerate(epochs)}
+            except (KeyError, ValueError, TypeError) as exc:
+                self.add_log(f"warning: analysis {description.get('arrays', '?')} skipped ({exc})")
+                continue
+            for plane, points in loaded.items():
+                self.planes[plane] = points
+                if plane not in self.plane_names:
+                    self.plane_names.append(plane)
+            self.families[name] = planes
+            self.version += 1
+        return len(self.families)
+
+    def family_of(self, plane: str) -> str | None:
+        """The analysis family a plane belongs to (None for the run's own planes)."""
+        return next((name for name, planes in self.families.items() if plane in planes), None)
 
     def _load_curves(self) -> None:
         try:

@@ -1,0 +1,131 @@
+"""Re-analysis without retraining: recompute information planes from a run's saved weights.
+
+``analyze(run_dir, kind, vary=(param, values), fixed={...})`` rebuilds the run's network and
+data from its ``config.toml``, loads the checkpoint of every measured epoch and evaluates the
+estimator ``kind`` once per value of ``param`` (the bin-sensitivity question: the same
+trajectories under 8, 12, ... 50 bins). Planes are named ``<plane>[<param>=<value>]``. The
+result goes to ``analysis/<kind>-<param>.npz`` (atomic; ``epochs`` (E,), per plane ``.ixt`` and
+``.ity`` (E, L) in bits, means over ensemble members, and ``.ixt_seeds``/``.ity_seeds``
+(E, S, L) for ensembles) with a JSON description beside it; a later analysis of the same
+estimator and parameter replaces both. The run's own events and arrays are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ibtui.config import build_estimator, config_from_dict, read_toml
+from ibtui.engine.store import (CONFIG, atomic_write_bytes, atomic_write_npz, checkpoint_path, read_events, read_meta,
+                                read_npz, run_file)
+from ibtui.errors import UserError
+
+ANALYSIS = "analysis"
+
+
+def plane_label(plane: str, param: str, value: Any) -> str:
+    return f"{plane}[{param}={value}]"
+
+
+def analysis_stem(kind: str, param: str) -> str:
+    return f"{kind}-{param}"
+
+
+def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]], fixed: dict[str, Any] | None = None,
+            device: str | None = None, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Recompute ``kind``'s planes at every checkpointed measured epoch for each value of ``vary``.
+
+    Returns the description written next to the arrays (estimator, parameter, values, planes,
+    epochs, files). Raises UserError for a foreign run, an unknown estimator or parameter, a bad
+    value, or a run without checkpoints.
+    """
+    from ibtui.engine.runner import prepare  # runner imports the estimators; keep this module light
+
+    path = Path(run_dir)
+    read_meta(path)  # a foreign directory fails here, with a one-line error
+    param, values = vary
+    if not values:
+        raise UserError("give at least one value to vary")
+    estimators = [build_estimator(kind, {**(fixed or {}), param: value}) for value in values]
+    raw = read_toml(run_file(path, CONFIG))
+    if device is not None:
+        raw.setdefault("train", {})["device"] = device
+    cfg = config_from_dict(raw, source=str(path / CONFIG))
+    prep = prepare(cfg)
+    epochs = []
+    for event in read_events(path):
+        epoch = event.get("epoch")
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and isinstance(event.get("planes"), dict):
+            if checkpoint_path(path, epoch).is_file() and epoch not in epochs:
+                epochs.append(epoch)
+    epochs.sort()
+    if not epochs:
+        raise UserError(f"{path} has no checkpoints of measured epochs to analyze (store.checkpoints was off?)")
+    model = prep.model
+    planes: dict[str, list[np.ndarray]] = {}  # label → per epoch (2, S, L)
+    started = time.perf_counter()
+    for index, epoch in enumerate(epochs):
+        try:
+            arrays = read_npz(checkpoint_path(path, epoch))
+            model.load_state_arrays({k: torch.as_tensor(v) for k, v in arrays.items() if not k.startswith("resume.")})
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise UserError(f"checkpoint of epoch {epoch} in {path} is unreadable: {exc}") from None
+        model.eval()
+        per_member: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        with torch.no_grad():
+            for member in range(model.size):
+                layers = [layer[0] for layer in model.forward_layers(prep.x_all[prep.mi_idx[member]],
+                                                                     slice(member, member + 1))]
+                for value, estimator in zip(values, estimators):
+                    for plane, (ixt, ity) in estimator.estimate(layers, prep.mi_sets[member]).items():
+                        per_member.setdefault(plane_label(plane, param, value), []).append(
+                            (np.asarray(ixt, dtype=np.float64), np.asarray(ity, dtype=np.float64)))
+        for label, rows in per_member.items():
+            planes.setdefault(label, []).append(np.stack([np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])]))
+        if on_progress is not None:
+            on_progress(index + 1, len(epochs))
+    out: dict[str, np.ndarray] = {"epochs": np.asarray(epochs, dtype=np.int64)}
+    for label, stack in planes.items():
+        data = np.stack(stack)  # (E, 2, S, L)
+        out[f"{label}.ixt"], out[f"{label}.ity"] = data[:, 0].mean(axis=1), data[:, 1].mean(axis=1)
+        if model.size > 1:
+            out[f"{label}.ixt_seeds"], out[f"{label}.ity_seeds"] = data[:, 0], data[:, 1]
+    stem = analysis_stem(kind, param)
+    folder = path / ANALYSIS
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{folder} is not a plain directory; refusing to write there")
+    folder.mkdir(exist_ok=True)
+    atomic_write_npz(folder / f"{stem}.npz", out)
+    description = {
+        "estimator": kind, "param": param, "values": list(values), "fixed": dict(fixed or {}),
+        "planes": list(planes), "epochs": epochs, "layers": model.layer_names, "seeds": model.seeds,
+        "arrays": f"{ANALYSIS}/{stem}.npz", "seconds": round(time.perf_counter() - started, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_bytes(folder / f"{stem}.json", (json.dumps(description, indent=2) + "\n").encode())
+    return description
+
+
+def load_analyses(run_dir: str | Path) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """Every readable analysis of a run: (description, arrays), oldest first. Unreadable ones are skipped."""
+    folder = Path(run_dir) / ANALYSIS
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    found = []
+    for description_path in sorted(folder.glob("*.json")):
+        try:
+            description = json.loads(run_file(Path(run_dir), Path(ANALYSIS) / description_path.name).read_text())
+            arrays = read_npz(run_file(Path(run_dir), Path(ANALYSIS) / f"{description_path.stem}.npz"))
+            if not isinstance(description, dict) or "epochs" not in arrays:
+                continue
+        except (OSError, ValueError, UserError, zipfile.BadZipFile, UnicodeDecodeError):
+            continue
+        found.append((description, arrays))
+    found.sort(key=lambda item: str(item[0].get("created", "")))
+    return found
