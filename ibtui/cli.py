@@ -247,9 +247,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
              + (f" · {len(seeds)} seeds (mean over members)" if len(seeds) > 1 else ""))
     ensemble = len(seeds) > 1
     table = Table(title=title, caption=escape(summary["run_dir"]), header_style="bold",
-                  **({"box": box.SIMPLE_HEAD, "show_edge": False, "collapse_padding": True} if ensemble else {}))
+                  **({"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True} if ensemble else {}))
     if ensemble:  # the members' spread replaces the mean trajectory's peak columns (80 columns wide)
-        columns = ["plane", "layer", "I(X;T)", "I(T;Y)", "peak±sd", "epoch", "final±sd", "drop±sd"]
+        columns = ["plane", "layer", "I(X;T)", "I(T;Y)", "peak±sd", "at", "final±sd", "drop±sd"]
     else:
         columns = ["plane", "layer", "I(X;T)", "I(T;Y)", "peak I(X;T)", "at epoch", "drop"]
     for col in columns:
@@ -260,11 +260,14 @@ def summary_table(summary: dict[str, Any]) -> Table:
             if ensemble:
                 spread = row.get("seeds", {})
 
-                def pm(key: str) -> str:
-                    return f"{_fmt(spread.get(f'{key}_mean'), 2)}±{_fmt(spread.get(f'{key}_std'), 2)}"
+                def pm(key: str, own: str) -> str:  # a pooled plane has no members: its own value
+                    if f"{key}_mean" not in spread:
+                        return _fmt(row[own], 2)
+                    return f"{_fmt(spread[f'{key}_mean'], 2)}±{_fmt(spread.get(f'{key}_std'), 2)}"
 
-                cells += [_fmt(row["final_ixt"], 2), _fmt(row["final_ity"], 2), pm("peak_ixt"),
-                          _fmt(spread.get("peak_epoch_mean"), 0), pm("final_ixt"), pm("compression")]
+                cells += [_fmt(row["final_ixt"], 2), _fmt(row["final_ity"], 2), pm("peak_ixt", "peak_ixt"),
+                          _fmt(spread.get("peak_epoch_mean", row["peak_epoch"]), 0), pm("final_ixt", "final_ixt"),
+                          pm("compression", "compression")]
             else:
                 cells += [_fmt(row["final_ixt"]), _fmt(row["final_ity"]), _fmt(row["peak_ixt"]),
                           str(row["peak_epoch"]), _fmt(row["compression"])]

@@ -140,6 +140,20 @@ class StoreConfig:
 
 
 @dataclass
+class AsIfRandomConfig:
+    """The "as if random" experiment: weights treated as random variables, so H(T|X) > 0.
+
+    pool: "" (off), "epochs" (each input's activations over the last ``window`` measured epochs
+    form its distribution of T) or "seeds" (over the members of the ensemble at that epoch).
+    Extra planes ``<plane>~epochs<W>`` or ``<plane>~seeds`` come from the estimators that
+    estimate H(T|X) from repeated inputs (``Estimator.pools``: the binning family, discrete).
+    """
+
+    pool: str = ""
+    window: int = 5
+
+
+@dataclass
 class Config:
     preset: str = "custom"
     description: str = ""
@@ -148,6 +162,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    as_if_random: AsIfRandomConfig = field(default_factory=AsIfRandomConfig)
     estimators: dict[str, Estimator] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +183,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "schedule": ScheduleConfig,
     "store": StoreConfig,
+    "as_if_random": AsIfRandomConfig,
 }
 
 
@@ -381,6 +397,9 @@ def _choice(value: str, options: tuple[str, ...], where: str) -> None:
     _check(value in options, f"{where} must be one of {', '.join(options)}; got '{value}'")
 
 
+POOLS = ("", "epochs", "seeds")
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible values with one line each."""
     d, m, t, s = cfg.data, cfg.model, cfg.train, cfg.schedule
@@ -419,6 +438,18 @@ def validate(cfg: Config) -> None:
     _check(s.initial_skip >= 1, f"schedule.initial_skip must be >= 1; got {s.initial_skip}")
     _check(s.max_skip >= s.initial_skip, f"schedule.max_skip must be >= schedule.initial_skip; got {s.max_skip}")
     _check(bool(cfg.store.runs_dir.strip()), "store.runs_dir must not be empty")
+    a = cfg.as_if_random
+    _choice(a.pool, POOLS, "as_if_random.pool")
+    _check(a.window >= 1, f"as_if_random.window must be >= 1 measured epochs; got {a.window}")
+    if a.pool:
+        poolable = [kind for kind, est in cfg.estimators.items() if est.pools]
+        _check(bool(poolable), "as_if_random needs an estimator that estimates H(T|X) from repeated inputs: "
+               f"{', '.join(k for k, c in ESTIMATORS.items() if c.pools)}")
+    if a.pool == "seeds":
+        _check(t.seeds >= 2, f"as_if_random.pool = \"seeds\" needs an ensemble (train.seeds >= 2); got {t.seeds}")
+    if a.pool == "epochs":
+        _check(s.kind != "delta_exact", "as_if_random.pool = \"epochs\" pools consecutive measured epochs; "
+               "delta_exact measures out of order: use another schedule")
     _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", cfg.preset) is not None,
            f"preset name '{cfg.preset}' must be 1-64 letters, digits, '.', '_', '+' or '-' (it names run directories)")
     _check(len(cfg.estimators) >= 1, "at least one [estimators.NAME] table is needed; valid: " + ", ".join(ESTIMATORS))
@@ -427,5 +458,16 @@ def validate(cfg: Config) -> None:
         _check(s.estimator in planes, f"schedule.estimator '{s.estimator}' is not a plane of this run; planes: {', '.join(planes)}")
 
 
+def pool_suffix(cfg: Config) -> str:
+    """Suffix of the as-if-random planes ("~epochs5", "~seeds"), "" when pooling is off."""
+    pool = cfg.as_if_random.pool
+    return "" if not pool else f"~epochs{cfg.as_if_random.window}" if pool == "epochs" else "~seeds"
+
+
 def all_planes(cfg: Config) -> list[str]:
-    return [p for est in cfg.estimators.values() for p in est.planes]
+    """Every plane a run of ``cfg`` records: each estimator's, then the as-if-random ones."""
+    planes = [p for est in cfg.estimators.values() for p in est.planes]
+    suffix = pool_suffix(cfg)
+    if suffix:
+        planes += [p + suffix for est in cfg.estimators.values() if est.pools for p in est.planes]
+    return planes

@@ -14,6 +14,7 @@ progress bars or the TUI's queue:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import os
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import ibtui
-from ibtui.config import Config, all_planes, config_from_dict, read_toml
+from ibtui.config import Config, all_planes, config_from_dict, pool_suffix, read_toml
 from ibtui.engine.data import Dataset, load_dataset
 from ibtui.engine.model import Ensemble
 from ibtui.engine.phases import WINDOW, snr, transition_epochs
@@ -245,6 +246,16 @@ class Engine:
             curve_keys += [f"grad_mean.{i}" for i in layers] + [f"grad_std.{i}" for i in layers]
         self.curves: dict[str, list[float]] = {k: [] for k in curve_keys}
         self.gradient_norms: list[tuple[float, float]] = []
+        # as if random: the suffix of the pooled planes, the pooled MI set over members, and the
+        # per-member activations of the last window − 1 measured epochs (pool = "epochs")
+        self.pool_suffix = pool_suffix(self.cfg)
+        self.pool_history: collections.deque = collections.deque(maxlen=max(self.cfg.as_if_random.window - 1, 0))
+        self.seed_pool_set: MISet | None = None
+        if self.cfg.as_if_random.pool == "seeds":
+            same = bool((prep.mi_idx == prep.mi_idx[:1]).all())
+            flat = prep.mi_idx.flatten().cpu().numpy()
+            self.seed_pool_set = (prep.mi_sets[0].pooled(self.model.size) if same else MISet.from_arrays(
+                prep.dataset.x[flat], prep.dataset.y[flat], device=prep.device))
         self.epochs_done = 0
         self.previous: dict[str, Any] | None = None  # loop state (set by restore() when resuming)
         self.next_epoch: int | None = self.schedule.first()
@@ -313,6 +324,8 @@ class Engine:
         model.eval()
         t0 = time.perf_counter()
         per_member: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        current: list[list[torch.Tensor]] = []  # per member, per layer (as if random only)
+        pooled: dict[str, dict[str, Any]] = {}
         chunk = self.member_chunk()
         with torch_threads(self.cfg.train.threads):  # 0: all cores (the pairwise KDE work scales)
             for first in range(0, model.size, chunk):
@@ -329,6 +342,10 @@ class Engine:
                     for est in self.cfg.estimators.values():
                         for name, (ixt, ity) in est.estimate(member_layers, p.mi_sets[first + j]).items():
                             per_member.setdefault(name, []).append((np.asarray(ixt), np.asarray(ity)))
+                    if self.pool_suffix:
+                        current.append([layer.detach().to("cpu", copy=True) for layer in member_layers])
+            if self.pool_suffix:
+                pooled = self.pooled_planes(current)
         planes: dict[str, dict[str, Any]] = {}
         for name, values in per_member.items():
             ixt = np.stack([v[0] for v in values]).astype(np.float64)
@@ -337,6 +354,7 @@ class Engine:
             if model.size > 1:
                 planes[name]["ixt_seeds"] = ixt.tolist()
                 planes[name]["ity_seeds"] = ity.tolist()
+        planes.update(pooled)
         train_loss, train_acc = _evaluate(model, p, p.train_idx)
         test_loss, test_acc = _evaluate(model, p, p.test_idx)
         if model.quantize_bits:  # the same weights with float activations, for comparison
@@ -358,6 +376,54 @@ class Engine:
                 ("train_loss", train_loss), ("train_acc", train_acc), ("test_loss", test_loss),
                 ("test_acc", test_acc))}}
         return record
+
+    def pooled_planes(self, current: list[list[torch.Tensor]]) -> dict[str, dict[str, Any]]:
+        """The as-if-random planes from this epoch's per-member activations (``current``).
+
+        pool = "seeds": every member's activations stacked, one plane. pool = "epochs": per member,
+        its activations at this and the previous window − 1 measured epochs stacked (fewer at the
+        start), then the mean over members (and each member's values for an ensemble).
+        """
+        device = self.prep.device
+        poolers = [est for est in self.cfg.estimators.values() if est.pools]
+        out: dict[str, dict[str, Any]] = {}
+        if self.cfg.as_if_random.pool == "seeds":
+            layers = [torch.cat([member[i] for member in current]).to(device) for i in range(len(current[0]))]
+            for est in poolers:
+                for name, (ixt, ity) in est.estimate(layers, self.seed_pool_set).items():
+                    out[name + self.pool_suffix] = {"ixt": [float(v) for v in ixt], "ity": [float(v) for v in ity]}
+            return out
+        values: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for j, member in enumerate(current):
+            window = [past[j] for past in self.pool_history] + [member]
+            layers = [torch.cat([epoch_layers[i] for epoch_layers in window]).to(device) for i in range(len(member))]
+            mi_set = self.prep.mi_sets[j].pooled(len(window))
+            for est in poolers:
+                for name, (ixt, ity) in est.estimate(layers, mi_set).items():
+                    values.setdefault(name + self.pool_suffix, []).append((np.asarray(ixt), np.asarray(ity)))
+        if self.pool_history.maxlen:
+            self.pool_history.append(current)
+        for name, rows in values.items():
+            ixt = np.stack([r[0] for r in rows]).astype(np.float64)
+            ity = np.stack([r[1] for r in rows]).astype(np.float64)
+            out[name] = {"ixt": [float(v) for v in ixt.mean(0)], "ity": [float(v) for v in ity.mean(0)]}
+            if len(rows) > 1:
+                out[name]["ixt_seeds"], out[name]["ity_seeds"] = ixt.tolist(), ity.tolist()
+        return out
+
+    @torch.no_grad()
+    def member_layers(self, weights: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Per member, per layer: the MI set's activations (CPU) of the network with ``weights``."""
+        if self._scratch is None:
+            self._scratch = copy.deepcopy(self.model)
+        self._scratch.load_state_arrays(weights)
+        self._scratch.eval()
+        p = self.prep
+        out = []
+        for j in range(self._scratch.size):
+            layers = self._scratch.forward_layers(p.x_all[p.mi_idx[j]], slice(j, j + 1))
+            out.append([layer[0].to("cpu") for layer in layers])
+        return out
 
     def measure_saved(self, weights: dict[str, torch.Tensor], epoch: int) -> dict[str, Any]:
         """Measure a skipped epoch from its kept weights (delta_exact bisection)."""
@@ -416,8 +482,8 @@ class Engine:
             for key in ("ixt", "ity"):
                 arrays[f"{name}.{key}"] = np.asarray([self.records[e]["planes"][name][key] for e in epochs],
                                                      dtype=np.float64).reshape(len(epochs), -1)
-                if self.model.size > 1:  # (epochs, seeds, layers)
-                    arrays[f"{name}.{key}_seeds"] = np.asarray(
+                if self.model.size > 1 and all(f"{key}_seeds" in self.records[e]["planes"][name] for e in epochs):
+                    arrays[f"{name}.{key}_seeds"] = np.asarray(  # (epochs, seeds, layers)
                         [self.records[e]["planes"][name][f"{key}_seeds"] for e in epochs],
                         dtype=np.float64).reshape(len(epochs), self.model.size, -1)
         for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
@@ -467,6 +533,12 @@ class Engine:
         for event in events:
             if int(event["epoch"]) <= epoch:
                 self.records[int(event["epoch"])] = event
+        if self.pool_history.maxlen:  # as if random over epochs: the window before the resume point
+            for past in sorted(e for e in self.records if e < epoch)[-self.pool_history.maxlen:]:
+                kept = read_npz(checkpoint_path(self.store.path, past))
+                self.pool_history.append(self.member_layers(
+                    {k: torch.as_tensor(v) for k, v in kept.items() if not k.startswith("resume.")}))
+            self.pool_history.append(self.member_layers(weights))
         self.previous = self.records[epoch]
         self.next_epoch = self.previous["schedule"]["next"]
         self.epoch = epoch + 1
@@ -571,7 +643,7 @@ def summarize(engine: Engine, status: str, wall_s: float, error: str | None) -> 
         ity = np.asarray([r["planes"][name]["ity"] for r in records])
         epochs = np.asarray([r["epoch"] for r in records])
         planes[name] = compression_table(ixt, ity, epochs, layers)
-        if engine.model.size > 1:
+        if engine.model.size > 1 and all("ixt_seeds" in r["planes"][name] for r in records):
             seeds_ixt = np.asarray([r["planes"][name]["ixt_seeds"] for r in records])  # (E, S, L)
             for i, row in enumerate(planes[name]):
                 row["seeds"] = seed_spread(seeds_ixt[:, :, i], epochs)

@@ -72,6 +72,7 @@ class AdaptiveBinning(Estimator):
     bins: int = 30
 
     kind: ClassVar[str] = "binning_adaptive"
+    pools: ClassVar[bool] = True
     summary: ClassVar[str] = ("Chelombiev et al. adaptive binning: `bins` equal-mass bins at quantiles "
                               "of each layer's unique values")
 

@@ -92,6 +92,12 @@ class MISet:
         """Plug-in entropy of the labels in bits (upper bound for I(T;Y) of plug-in estimators)."""
         return entropy_of_ids_bits(self.y)
 
+    def pooled(self, times: int) -> "MISet":
+        """The set repeated ``times`` times (ids, labels and inputs tiled): the MI set of activations
+        stacked from ``times`` networks or epochs, each input once per copy."""
+        return MISet(self.x_ids.repeat(times), self.y.repeat(times), self.n_classes,
+                     None if self.x is None else self.x.repeat(times, 1))
+
     def to(self, device: torch.device | str) -> "MISet":
         return MISet(self.x_ids.to(device), self.y.to(device), self.n_classes,
                      None if self.x is None else self.x.to(device))
@@ -107,6 +113,9 @@ class Estimator:
 
     kind: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    pools: ClassVar[bool] = False
+    """True when I(X;T) counts repeated inputs with different T (H(T|X) > 0), so activations
+    pooled over epochs or seeds ("as if random") are meaningful input."""
 
     @property
     def planes(self) -> tuple[str, ...]:

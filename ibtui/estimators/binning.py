@@ -77,6 +77,7 @@ class FixedBinning(Estimator):
     high: float = 1.0
 
     kind: ClassVar[str] = "binning_fixed"
+    pools: ClassVar[bool] = True
     summary: ClassVar[str] = "IDNNs binning: `bins` edges linspace(low, high); values >= high share the top bin"
 
     def validate(self) -> None:
@@ -105,6 +106,7 @@ class Binning(Estimator):
     bin_size: float = 0.07
 
     kind: ClassVar[str] = "binning"
+    pools: ClassVar[bool] = True
     summary: ClassVar[str] = "ibsgd binning: floor(a / bin_size), unbounded range"
 
     def validate(self) -> None:

@@ -47,6 +47,7 @@ class Discrete(Estimator):
     """Exact plug-in MI of a discrete layer: each distinct activation row is one symbol (see module docstring)."""
 
     kind: ClassVar[str] = "discrete"
+    pools: ClassVar[bool] = True
     summary: ClassVar[str] = "exact plug-in MI for discrete (quantized) layers: each distinct row is a symbol"
 
     @torch.no_grad()
