@@ -142,7 +142,7 @@ def continuous_params(t: np.ndarray) -> dict[str, dict]:
 
     binning: bin_size = s/4; binning_fixed: 30 edges on the 0.5 % .. 99.5 % quantiles of the
     pooled activations; binning_adaptive: 30 bins (the paper's value); noisy-layer estimators
-    (kde, gaussian, lga, gae): σ² = (s/10)², small next to the data's scale; ksg k = 3,
+    (kde, gaussian, lga, gae, noisy_mc with σ = s/10): σ² = (s/10)², small next to the data's scale; ksg k = 3,
     lga k = 10, gae k = 5 (their defaults).
     """
     s = robust_scale(t)
@@ -158,6 +158,7 @@ def continuous_params(t: np.ndarray) -> dict[str, dict]:
         "ksg": {"k": 3},
         "lga": {"k": 10, "noise_variance": sigma2},
         "gae": {"k": 5, "noise_variance": sigma2},
+        "noisy_mc": {"noise_std": math.sqrt(sigma2)},
     }
 
 
@@ -175,6 +176,7 @@ def discrete_params(levels: np.ndarray) -> dict[str, dict]:
         "ksg": {"k": 3},
         "lga": {"k": 10, "noise_variance": (spacing / 10) ** 2},
         "gae": {"k": 5, "noise_variance": (spacing / 10) ** 2},
+        "noisy_mc": {"noise_std": spacing / 10},
     }
 
 
@@ -328,7 +330,7 @@ def family_bijection(n: int, seed: int, truth: float, base: Table, log: Callable
             table.params.append(f"d = {d}: " + "; ".join(f"{k}: {fmt_params(params[k])}"
                                                          for k in ("binning_fixed", "binning", "kde")))
             log(f"family b {transform} d={d} done")
-        table.notes.append("The noisy-layer estimators (kde, gaussian, lga, gae) define I(T;Y) on T + ε; ε is not "
+        table.notes.append("The noisy-layer estimators (kde, gaussian, lga, gae, noisy_mc) define I(T;Y) on T + ε; ε is not "
                            "transformed with T, so their target itself moves slightly under the bijection "
                            "(σ² follows the transformed data's scale, see the parameter rule).")
         tables.append(table)
@@ -403,7 +405,7 @@ def family_discrete(n: int, seed: int, log: Callable[[str], None]) -> Table:
         table.params.append(f"{label}: " + "; ".join(f"{kk}: {fmt_params(params[kk])}"
                                                      for kk in ("binning_fixed", "binning", "kde")))
         log(f"family d {label} done")
-    table.notes.append("Noisy-layer estimators (kde, gaussian, lga, gae) measure T + ε with σ = spacing/10: "
+    table.notes.append("Noisy-layer estimators (kde, gaussian, lga, gae, noisy_mc) measure T + ε with σ = spacing/10: "
                        "the values of T are 10σ apart, so the noisy layer's I(X;T) and I(T;Y) equal the "
                        "discrete ones up to a Gaussian tail of about Φ(−5) ≈ 3e-7 per sample.")
     table.notes.append("lga and gae on T + ε see one Gaussian cluster of N/k samples per value of T, split by "
@@ -438,7 +440,7 @@ def family_gaussian_pairs(n: int, seed: int, log: Callable[[str], None]) -> Tabl
     table = Table("e", f"(e) I(X;T), correlated Gaussians, N = {n}",
                   "X ~ N(0, I_d) and T_i = ρ_i X_i + √(1 − ρ_i²) W_i with W ~ N(0, I_d) independent of X "
                   "(independent pairs; ρ_i equally spaced in [0.3, 0.9] for d ≥ 2). Truth −½ Σ log2(1 − ρ_i²). "
-                  "ksg: KSG algorithm 1 on (x, t) through `mi_set.x`. kde, gaussian, lga, gae define I(X;T) on "
+                  "ksg: KSG algorithm 1 on (x, t) through `mi_set.x`. kde, gaussian, lga, gae, noisy_mc define I(X;T) on "
                   "a noisy layer f(X) + ε; the pair is exactly of that form: they get the deterministic layer "
                   "f(X)_i = ρ_i/√(1 − ρ_i²) · X_i with σ² = 1 (T rescaled per unit, which leaves I unchanged), "
                   "and draw ε themselves (kde integrates it). Cells: estimate (absolute error), bits.",
@@ -452,7 +454,8 @@ def family_gaussian_pairs(n: int, seed: int, log: Callable[[str], None]) -> Tabl
         y = np.zeros(n, dtype=np.int64)
         values: dict[str, Cell] = {}
         noisy_params = {kind: {"noise_variance": 1.0} for kind in ("kde", "gaussian")}
-        noisy_params.update({"lga": {"k": 10, "noise_variance": 1.0}, "gae": {"k": 5, "noise_variance": 1.0}})
+        noisy_params.update({"lga": {"k": 10, "noise_variance": 1.0}, "gae": {"k": 5, "noise_variance": 1.0},
+                             "noisy_mc": {"noise_std": 1.0}})
         deterministic = x * (rhos / np.sqrt(1 - rhos ** 2))
         plain = labelled_set(y)
         values.update(run_estimators([deterministic], plain, noisy_params, "ixt",
@@ -464,7 +467,8 @@ def family_gaussian_pairs(n: int, seed: int, log: Callable[[str], None]) -> Tabl
         _add_column(table, values)
         log(f"family e {label} done")
     table.params.append("ksg: k=3 on (x, t); kde, gaussian: noise_variance=1 on the layer ρ/√(1−ρ²)·X; "
-                        "lga: k=10, gae: k=5, noise_variance=1 (their own seeded noise draw).")
+                        "lga: k=10, gae: k=5, noise_variance=1 (their own seeded noise draw); noisy_mc: noise_std=1 "
+                        "(one draw of centres: the layer is deterministic).")
     return table
 
 
@@ -561,7 +565,7 @@ def run_benchmark(n: int = 4096, sizes: tuple[int, ...] = (256, 1024, 4096, 10_0
         sigma2 = continuous_params(t)["kde"]["noise_variance"]
         noisy = mixture_truth_bits(mu=MU / math.sqrt(1 + sigma2), dist="gauss", n_mc=n_mc, seed=seed)
         gaps.append(f"d = {d}: σ² = {sigma2:.4g}, I(T+ε;Y) = {noisy:.4f} (truth − that = {truth_gauss - noisy:+.4f})")
-    table_a.notes.append("kde, gaussian, lga and gae estimate I(T+ε;Y) of the noisy layer, which is slightly "
+    table_a.notes.append("kde, gaussian, lga, gae and noisy_mc estimate I(T+ε;Y) of the noisy layer, which is slightly "
                          "below I(T;Y); its exact value for the σ² used (same Monte Carlo): " + "; ".join(gaps) + ".")
     tables = [table_a]
     tables += family_bijection(n, seed, truth_gauss, table_a, log)
@@ -642,7 +646,7 @@ def render_markdown(report: Report, command: str) -> str:
         "standard deviation of a Gaussian unit, robust to sinh's tails). binning: bin_size = s/4; "
         "binning_fixed: 30 edges from the 0.5 % to the 99.5 % quantile of the pooled activations "
         "(≈ 29 intervals, as IDNNs' linspace(−1, 1, 30) on tanh); binning_adaptive: 30 bins (the paper's); "
-        "kde, gaussian, lga, gae: noise variance σ² = (s/10)², small next to the class separation so that "
+        "kde, gaussian, lga, gae, noisy_mc: noise variance σ² = (s/10)², small next to the class separation so that "
         "the noisy layer's truth stays within about 0.01 bits of the noiseless one (the exact gap is listed under (a)); "
         "ksg k = 3, lga k = 10, gae k = 5 (their defaults). Discrete T (d): bins aligned on the levels "
         "(bin_size = spacing/2, fixed edges midway between levels), σ = spacing/10. The per-case values are "

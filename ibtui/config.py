@@ -64,6 +64,8 @@ class ModelConfig:
     in training (straight-through gradient) and evaluation, so each layer is a discrete variable
     and its MI exact. An empty range means the activation's own: [−1, 1] for tanh, [0, 1] for
     sigmoid (the others are unbounded and need an explicit range).
+    noise_std: σ > 0 makes a noisy network (Goldfeld et al. 2019): N(0, σ²) noise is added after
+    every hidden activation in training and evaluation (measure it with ``noisy_mc``).
     """
 
     widths: list[int] = field(default_factory=lambda: [10, 7, 5, 4, 3])
@@ -71,6 +73,7 @@ class ModelConfig:
     init: str = "idnns"
     quantize_bits: int = 0
     quantize_range: list[float] = field(default_factory=list)
+    noise_std: float = 0.0
 
     def levels_range(self) -> tuple[float, float] | None:
         """[low, high] of the quantization levels, or None for float activations."""
@@ -421,6 +424,12 @@ def validate(cfg: Config) -> None:
         _check(m.activation in BOUNDED_RANGES,
                f"model.quantize_range is needed to quantize {m.activation} activations (unbounded); "
                f"e.g. --set model.quantize_range=[0,4]")
+    _check(math.isfinite(m.noise_std) and m.noise_std >= 0, f"model.noise_std must be a number >= 0; got {m.noise_std}")
+    for kind, est in cfg.estimators.items():
+        if est.needs_centres:
+            _check(m.noise_std > 0, f"estimators.{kind} measures noisy networks: set model.noise_std > 0")
+            _check(math.isclose(est.noise_std, m.noise_std, rel_tol=1e-12),
+                   f"estimators.{kind}.noise_std ({est.noise_std}) must equal model.noise_std ({m.noise_std})")
     _choice(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check(math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a positive number; got {t.lr}")
     _check(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"train.momentum must be in [0, 1); got {t.momentum}")

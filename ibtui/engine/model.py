@@ -6,6 +6,7 @@ output, the "layers" T of the information plane (as in IDNNs and ibsgd).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -84,8 +85,12 @@ class Ensemble(nn.Module):
 
     def __init__(self, n_inputs: int, widths: list[int], n_classes: int, activation: str = "tanh",
                  init: str = "idnns", seeds: list[int] | tuple[int, ...] = (0,),
-                 quantize_bits: int = 0, quantize_range: tuple[float, float] | None = None) -> None:
+                 quantize_bits: int = 0, quantize_range: tuple[float, float] | None = None,
+                 noise_std: float = 0.0) -> None:
         super().__init__()
+        self.noise_std = float(noise_std)
+        self.noisy = self.noise_std > 0  # Gaussian noise after every hidden activation (Goldfeld et al.)
+        self.noise_generator: torch.Generator | None = None
         if quantize_bits and quantize_range is None:
             raise ValueError("quantized activations need a range (low, high)")
         self.quantize_bits = quantize_bits
@@ -116,23 +121,51 @@ class Ensemble(nn.Module):
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.expand(self.size, *x.shape) if x.ndim == 2 else x
 
-    def _hidden(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def _hidden(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, the activation, and T = S + noise for a noisy network, else S itself)."""
         a = self._act(torch.baddbmm(b, x, w.transpose(1, 2)))
         if self.quantized and self.quantize_bits:
             a = quantize(a, self.quantize_bits, *self.quantize_range)
-        return a
+        if not self.noisy:
+            return a, a
+        return a, a + self.noise_std * torch.randn(a.shape, generator=self.generator(a.device), device=a.device,
+                                                   dtype=a.dtype)
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The noise generator (seeded with the first member's seed + 2^32; its state is checkpointed)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if self.noise_generator is None or self.noise_generator.device != device:
+            self.noise_generator = torch.Generator(device=device).manual_seed(self.seeds[0] + 2 ** 32)
+        return self.noise_generator
+
+    def __deepcopy__(self, memo: dict) -> "Ensemble":
+        """A copy with its own noise generator in the same state (torch.Generator has no deepcopy)."""
+        generator, self.noise_generator = self.noise_generator, None
+        try:
+            clone = copy.copy(self)  # shallow first, then deep-copy the module state the usual way
+            clone.__dict__ = copy.deepcopy(self.__dict__, memo)
+        finally:
+            self.noise_generator = generator
+        if generator is not None:
+            clone.noise_generator = torch.Generator(device=generator.device)
+            clone.noise_generator.set_state(generator.get_state())
+        return clone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (S, B, n_classes)."""
         x = self._inputs(x)
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            x = self._hidden(x, w, b)
+            x = self._hidden(x, w, b)[1]
         return torch.baddbmm(self.biases[-1], x, self.weights[-1].transpose(1, 2))
 
-    def forward_layers(self, x: torch.Tensor, members: slice = slice(None)) -> list[torch.Tensor]:
+    def forward_layers(self, x: torch.Tensor, members: slice = slice(None), centres: bool = False) -> list[torch.Tensor]:
         """Per hidden layer, then the softmax output: activations (S', B, width) of ``members``.
 
-        x is (B, D), shared, or (S', B, D), one batch per selected member.
+        x is (B, D), shared, or (S', B, D), one batch per selected member. In a noisy network the
+        hidden layers are T = S + noise (one draw), or with ``centres`` the pre-noise S (the
+        noise still propagates to the next layer).
         """
         weights = [w[members] for w in self.weights]
         biases = [b[members] for b in self.biases]
@@ -140,8 +173,8 @@ class Ensemble(nn.Module):
             x = x.expand(weights[0].shape[0], *x.shape)
         outs = []
         for w, b in zip(weights[:-1], biases[:-1]):
-            x = self._hidden(x, w, b)
-            outs.append(x)
+            pre, x = self._hidden(x, w, b)
+            outs.append(pre if centres else x)
         outs.append(torch.softmax(torch.baddbmm(biases[-1], x, weights[-1].transpose(1, 2)), dim=2))
         return outs
 

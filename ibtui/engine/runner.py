@@ -150,7 +150,7 @@ def prepare(cfg: Config) -> Prepared:
                        MISet.from_arrays(dataset.x[split[2]], dataset.y[split[2]], device=device))
         previous = (split[2], mi_sets[-1])
     model = Ensemble(dataset.x.shape[1], cfg.model.widths, dataset.n_classes, cfg.model.activation,
-                     cfg.model.init, seeds, cfg.model.quantize_bits, cfg.model.levels_range())
+                     cfg.model.init, seeds, cfg.model.quantize_bits, cfg.model.levels_range(), cfg.model.noise_std)
     return Prepared(
         cfg=cfg, device=device, dataset=dataset,
         x_all=torch.as_tensor(dataset.x, dtype=torch.float32, device=device),
@@ -337,10 +337,12 @@ class Engine:
                     if len(bad):
                         raise Diverged(f"activations of layer {model.layer_names[i]} of seed "
                                        f"{model.seeds[first + int(bad[0])]} are NaN/inf at epoch {epoch}")
+                draws = self.centre_draws(model, x_mi, members)
                 for j in range(layers[0].shape[0]):
                     member_layers = [layer[j] for layer in layers]
                     for est in self.cfg.estimators.values():
-                        for name, (ixt, ity) in est.estimate(member_layers, p.mi_sets[first + j]).items():
+                        given = [d[:, j] for d in draws[est.draws]] if est.needs_centres else member_layers
+                        for name, (ixt, ity) in est.estimate(given, p.mi_sets[first + j]).items():
                             per_member.setdefault(name, []).append((np.asarray(ixt), np.asarray(ity)))
                     if self.pool_suffix:
                         current.append([layer.detach().to("cpu", copy=True) for layer in member_layers])
@@ -376,6 +378,16 @@ class Engine:
                 ("train_loss", train_loss), ("train_acc", train_acc), ("test_loss", test_loss),
                 ("test_acc", test_acc))}}
         return record
+
+    def centre_draws(self, model: Ensemble, x_mi: torch.Tensor, members: slice) -> dict[int, list[torch.Tensor]]:
+        """For estimators of noisy networks: per number of draws m they ask for, per layer, the
+        pre-noise activations of m noisy forward passes, (m, S', N, d)."""
+        wanted = sorted({est.draws for est in self.cfg.estimators.values() if est.needs_centres})
+        out = {}
+        for m in wanted:
+            passes = [model.forward_layers(x_mi, members, centres=True) for _ in range(m)]
+            out[m] = [torch.stack([p[i] for p in passes]) for i in range(len(passes[0]))]
+        return out
 
     def pooled_planes(self, current: list[list[torch.Tensor]]) -> dict[str, dict[str, Any]]:
         """The as-if-random planes from this epoch's per-member activations (``current``).
@@ -502,6 +514,8 @@ class Engine:
         """What a checkpoint needs beyond the weights to continue exactly: optimiser, batch RNG, skip."""
         out = {"resume.rng": np.stack([g.get_state().numpy() for g in self.batch_gens]),
                "resume.skip": np.asarray(self.schedule.skip)}
+        if self.model.noisy:
+            out["resume.noise_rng"] = self.model.generator(self.prep.device).get_state().cpu().numpy()
         for index, state in self.opt.state_dict()["state"].items():
             for name, value in state.items():
                 if isinstance(value, torch.Tensor):
@@ -529,6 +543,8 @@ class Engine:
                             f"seed(s); this run has {len(self.batch_gens)}")
         for generator, state in zip(self.batch_gens, states):
             generator.set_state(torch.as_tensor(state, dtype=torch.uint8))
+        if self.model.noisy and "resume.noise_rng" in arrays:
+            self.model.generator(self.prep.device).set_state(torch.as_tensor(arrays["resume.noise_rng"], dtype=torch.uint8))
         self.schedule.skip = int(arrays["resume.skip"])
         for event in events:
             if int(event["epoch"]) <= epoch:

@@ -15,11 +15,14 @@ from ibtui.estimators.gaussian import Gaussian
 from ibtui.estimators.kde import KDE
 from ibtui.estimators.ksg import KSG
 from ibtui.estimators.lga import LocalGaussian
+from ibtui.estimators.noisy import NoisyMixture
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.kind: cls
-    for cls in (FixedBinning, Binning, KDE, AdaptiveBinning, Discrete, Gaussian, KSG, LocalGaussian, GeometricAdaptive)
+    for cls in (FixedBinning, Binning, KDE, AdaptiveBinning, Discrete, Gaussian, KSG, LocalGaussian, GeometricAdaptive,
+                NoisyMixture)
 }
 
 __all__ = ["ESTIMATORS", "AdaptiveBinning", "Binning", "Discrete", "Estimator", "FixedBinning", "Gaussian",
-           "GeometricAdaptive", "KDE", "KSG", "LocalGaussian", "MISet", "Plane", "plug_in_entropy_bits"]
+           "GeometricAdaptive", "KDE", "KSG", "LocalGaussian", "MISet", "NoisyMixture", "Plane",
+           "plug_in_entropy_bits"]

@@ -113,6 +113,8 @@ class Estimator:
 
     kind: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    needs_centres: ClassVar[bool] = False
+    """True when ``estimate`` wants, per layer of a noisy network, (m, N, d) pre-noise draws."""
     pools: ClassVar[bool] = False
     """True when I(X;T) counts repeated inputs with different T (H(T|X) > 0), so activations
     pooled over epochs or seeds ("as if random") are meaningful input."""
