@@ -159,6 +159,7 @@ def continuous_params(t: np.ndarray) -> dict[str, dict]:
         "lga": {"k": 10, "noise_variance": sigma2},
         "gae": {"k": 5, "noise_variance": sigma2},
         "noisy_mc": {"noise_std": math.sqrt(sigma2)},
+        "infonce": {"noise_variance": sigma2},
     }
 
 
@@ -177,6 +178,7 @@ def discrete_params(levels: np.ndarray) -> dict[str, dict]:
         "lga": {"k": 10, "noise_variance": (spacing / 10) ** 2},
         "gae": {"k": 5, "noise_variance": (spacing / 10) ** 2},
         "noisy_mc": {"noise_std": spacing / 10},
+        "infonce": {"noise_variance": (spacing / 10) ** 2},
     }
 
 
@@ -459,16 +461,20 @@ def family_gaussian_pairs(n: int, seed: int, log: Callable[[str], None]) -> Tabl
         deterministic = x * (rhos / np.sqrt(1 - rhos ** 2))
         plain = labelled_set(y)
         values.update(run_estimators([deterministic], plain, noisy_params, "ixt",
-                                     {**E_NA, "ksg": "computed below"}))
+                                     {**E_NA, "ksg": "computed below", "infonce": "computed below"}))
         with_x = MISet.from_arrays(x, y)
         ksg = run_estimators([t], with_x, {"ksg": {"k": 3}}, "ixt",
                              {kind: "-" for kind in ESTIMATORS if kind != "ksg"})
         values["ksg"] = ksg["ksg"]
+        infonce = run_estimators([deterministic], with_x, {"infonce": {"noise_variance": 1.0}}, "ixt",
+                                 {kind: "-" for kind in ESTIMATORS if kind != "infonce"})
+        values["infonce"] = infonce["infonce"]
         _add_column(table, values)
         log(f"family e {label} done")
     table.params.append("ksg: k=3 on (x, t); kde, gaussian: noise_variance=1 on the layer ρ/√(1−ρ²)·X; "
                         "lga: k=10, gae: k=5, noise_variance=1 (their own seeded noise draw); noisy_mc: noise_std=1 "
-                        "(one draw of centres: the layer is deterministic).")
+                        "(one draw of centres: the layer is deterministic); infonce: noise_variance=1 on that layer, X = the "
+                        "input vectors.")
     return table
 
 

@@ -12,6 +12,7 @@ from ibtui.estimators.binning import Binning, FixedBinning
 from ibtui.estimators.discrete import Discrete
 from ibtui.estimators.gae import GeometricAdaptive
 from ibtui.estimators.gaussian import Gaussian
+from ibtui.estimators.infonce import InfoNCE
 from ibtui.estimators.kde import KDE
 from ibtui.estimators.ksg import KSG
 from ibtui.estimators.lga import LocalGaussian
@@ -20,9 +21,9 @@ from ibtui.estimators.noisy import NoisyMixture
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.kind: cls
     for cls in (FixedBinning, Binning, KDE, AdaptiveBinning, Discrete, Gaussian, KSG, LocalGaussian, GeometricAdaptive,
-                NoisyMixture)
+                NoisyMixture, InfoNCE)
 }
 
 __all__ = ["ESTIMATORS", "AdaptiveBinning", "Binning", "Discrete", "Estimator", "FixedBinning", "Gaussian",
-           "GeometricAdaptive", "KDE", "KSG", "LocalGaussian", "MISet", "NoisyMixture", "Plane",
+           "GeometricAdaptive", "InfoNCE", "KDE", "KSG", "LocalGaussian", "MISet", "NoisyMixture", "Plane",
            "plug_in_entropy_bits"]
