@@ -7,8 +7,11 @@ On the 12-bit task (N = 4096, the untrained 10-7-5-4-3 tanh network, all 6 layer
   a Python loop over the distinct inputs, as the anchors' code does for H(T|X);
 - KDE upper bound, ibtui (batched, chunked torch) vs a reference-style pairwise computation
   with a Python loop over samples (one row of distances at a time).
-Both sides compute the same numbers (checked); the ratio is what matters. Prints JSON with the
-machine's description and writes it to --out.
+Both sides compute the same numbers (checked); the ratio is what matters.
+- training, the engine's own loop (``Engine.train_epoch``, saxe-tanh settings): one network at a
+  time vs an ensemble of ``--seeds`` networks trained together, per network-epoch, each with the
+  engine's automatic thread policy (and the ensemble on one thread too).
+Prints JSON with the machine's description and writes it to --out.
 """
 
 from __future__ import annotations
@@ -77,10 +80,33 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def training_speed(seeds: int, epochs: int, threads: int | None = None) -> dict:
+    """Network-epochs per second of the engine's training loop for an ensemble of ``seeds`` networks."""
+    import logging
+
+    from ibtui.config import load_preset
+    from ibtui.engine.runner import Engine, prepare, torch_threads
+
+    cfg = load_preset("saxe-tanh", [f"train.seeds={seeds}", 'train.device="cpu"'])
+    engine = Engine(prepare(cfg), None, lambda event: None, logging.getLogger("benchmark"))
+    n_threads = engine.training_threads() if threads is None else threads
+    with torch_threads(n_threads):
+        engine.train_epoch()  # warm-up
+        start = time.perf_counter()
+        for _ in range(epochs):
+            engine.train_epoch()
+        seconds = time.perf_counter() - start
+    return {"seeds": seeds, "threads": n_threads or torch.get_num_threads(), "epochs": epochs,
+            "ms_per_epoch": round(1000 * seconds / epochs, 2),
+            "network_epochs_per_s": round(seeds * epochs / seconds, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/speed.json")
+    parser.add_argument("--seeds", type=int, default=50, help="ensemble size for the training comparison")
+    parser.add_argument("--epochs", type=int, default=40, help="timed training epochs per configuration")
     args = parser.parse_args()
 
     data = load_dataset("12bit")
@@ -109,6 +135,14 @@ def main() -> None:
     report["kde_upper_all_layers"] = {"ibtui_ms": round(fast_s * 1000, 1), "reference_ms": round(ref_s * 1000, 1),
                                       "speedup": round(ref_s / fast_s, 1),
                                       "note": "ibtui computes the upper and the lower bound and I(T;Y) in that time"}
+    single = training_speed(1, args.epochs)
+    together = training_speed(args.seeds, args.epochs)
+    one_thread = training_speed(args.seeds, args.epochs, threads=1)
+    report["training"] = {
+        "one_network": single, "ensemble": together, "ensemble_one_thread": one_thread,
+        "speedup_per_network_epoch": round(together["network_epochs_per_s"] / single["network_epochs_per_s"], 1),
+        "speedup_one_thread": round(one_thread["network_epochs_per_s"] / single["network_epochs_per_s"], 1),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
