@@ -44,3 +44,26 @@ def mi_samples(draw):
     x_ids = draw(hnp.arrays(np.int64, n, elements=st.integers(0, n - 1)))
     y = draw(hnp.arrays(np.int64, n, elements=st.integers(0, 2)))
     return layer, x_ids, y
+
+
+class StopAfter:
+    """A stop flag that turns on after ``calls`` checks (the engine checks once per epoch)."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls, self.limit = 0, calls
+
+    def is_set(self) -> bool:
+        self.calls += 1
+        return self.calls > self.limit
+
+
+def full_and_resumed_events(runs_dir, stop_after: int, **sections):
+    """Events of an uninterrupted run and of the same run stopped after ``stop_after`` checks, then resumed."""
+    from ibtui.engine.runner import execute, resume
+    from ibtui.engine.store import read_events
+
+    full = execute(tiny_config(runs_dir / "full", **sections))
+    cut = execute(tiny_config(runs_dir / "cut", **sections), stop=StopAfter(stop_after))
+    assert cut["status"] == "stopped"
+    assert resume(cut["run_dir"])["status"] == "done"
+    return read_events(full["run_dir"]), read_events(cut["run_dir"])

@@ -9,13 +9,13 @@ import torch
 from ibtui.config import load_preset
 from ibtui.engine.data import load_dataset
 from ibtui.engine.model import Ensemble
-from ibtui.engine.runner import execute, resume
+from ibtui.engine.runner import execute
 from ibtui.engine.store import PLANES, checkpoint_path, read_events, read_npz
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
 from ibtui.estimators.binning import Binning
 
-from conftest import tiny_config
+from conftest import full_and_resumed_events, tiny_config
 
 DATA = load_dataset("12bit")
 
@@ -74,20 +74,7 @@ def test_pooling_identical_members_adds_no_conditional_entropy():
 
 
 def test_resumed_epoch_pool_matches_an_uninterrupted_run(runs_dir):
-    cfg = {"as_if_random": {"pool": "epochs", "window": 3}}
-    full = execute(tiny_config(runs_dir / "full", **cfg))
-
-    class StopAfter:
-        calls = 0
-
-        def is_set(self):
-            self.calls += 1
-            return self.calls > 8
-
-    cut = execute(tiny_config(runs_dir / "cut", **cfg), stop=StopAfter())
-    assert cut["status"] == "stopped"
-    resume(cut["run_dir"])
-    a, b = read_events(full["run_dir"]), read_events(cut["run_dir"])
+    a, b = full_and_resumed_events(runs_dir, 8, as_if_random={"pool": "epochs", "window": 3})
     assert [e["planes"]["binning~epochs3"] for e in a] == [e["planes"]["binning~epochs3"] for e in b]
 
 

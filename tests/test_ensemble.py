@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from ibtui.engine.model import MLP, Ensemble
-from ibtui.engine.runner import execute, resume
+from ibtui.engine.runner import execute
 from ibtui.engine.store import PLANES, checkpoint_path, read_events, read_meta, read_npz
 
-from conftest import tiny_config
+from conftest import full_and_resumed_events, tiny_config
 
 ESTIMATORS = {"binning": {"bin_size": 0.07}, "kde": {"noise_variance": 0.001}}
 
@@ -90,21 +90,7 @@ def test_summary_reports_mean_and_spread_of_member_peaks(runs_dir):
 
 
 def test_resumed_ensemble_matches_an_uninterrupted_one(runs_dir):
-    full = execute(tiny_config(runs_dir / "full", train={"seeds": 2}))
-
-    class StopAfter:
-        def __init__(self):
-            self.calls = 0
-
-        def is_set(self):
-            self.calls += 1
-            return self.calls > 7
-
-    cut = execute(tiny_config(runs_dir / "cut", train={"seeds": 2}), stop=StopAfter())
-    assert cut["status"] == "stopped"
-    resumed = resume(cut["run_dir"])
-    assert resumed["status"] == "done"
-    a, b = read_events(full["run_dir"]), read_events(resumed["run_dir"])
+    a, b = full_and_resumed_events(runs_dir, 7, train={"seeds": 2})
     assert [e["epoch"] for e in a] == [e["epoch"] for e in b]
     for x, y in zip(a, b):
         assert x["planes"]["binning"]["ixt_seeds"] == y["planes"]["binning"]["ixt_seeds"]

@@ -13,13 +13,13 @@ from scipy.special import logsumexp
 from ibtui.config import load_preset
 from ibtui.engine.data import load_dataset
 from ibtui.engine.model import Ensemble
-from ibtui.engine.runner import execute, resume
+from ibtui.engine.runner import execute
 from ibtui.engine.store import checkpoint_path, read_events
 from ibtui.errors import UserError
 from ibtui.estimators import MISet, NoisyMixture
 from ibtui.estimators.noisy import conditional_entropy_nats, mixture_entropy_nats
 
-from conftest import tiny_config
+from conftest import full_and_resumed_events, tiny_config
 
 NOISY = {"model": {"widths": [10, 7, 5, 4, 3], "activation": "tanh", "noise_std": 0.1},
          "estimators": {"noisy_mc": {"noise_std": 0.1, "draws": 4}, "binning": {"bin_size": 0.07}}}
@@ -103,19 +103,7 @@ def test_noisy_run_first_layer_equals_the_estimate_on_its_checkpoint(runs_dir):
 
 
 def test_resumed_noisy_run_matches_an_uninterrupted_one(runs_dir):
-    full = execute(tiny_config(runs_dir / "full", **NOISY))
-
-    class StopAfter:
-        calls = 0
-
-        def is_set(self):
-            self.calls += 1
-            return self.calls > 7
-
-    cut = execute(tiny_config(runs_dir / "cut", **NOISY), stop=StopAfter())
-    assert cut["status"] == "stopped"
-    resume(cut["run_dir"])
-    a, b = read_events(full["run_dir"]), read_events(cut["run_dir"])
+    a, b = full_and_resumed_events(runs_dir, 7, **NOISY)
     assert [e["planes"] for e in a] == [e["planes"] for e in b]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from ibtui.engine.phases import snr, transition_epochs
 from ibtui.engine.runner import execute
-from ibtui.engine.store import CURVES, read_events, read_npz
+from ibtui.engine.store import CURVES, read_npz
 
 from conftest import tiny_config
 
@@ -33,7 +33,6 @@ def test_snr_of_zero_spread_is_infinite():
 def test_gradient_norms_match_a_direct_computation(runs_dir):
     """One full-batch step per epoch: the epoch-1 mean gradient is the gradient of the training loss
     at the initial weights, and its spread over the single minibatch is zero."""
-    import torch
     import torch.nn.functional as F
 
     from ibtui.engine.runner import prepare
