@@ -110,7 +110,7 @@ def gae_bias_nats(k: int, d: int) -> float:
     return total / count
 
 
-def gae_entropy_nats(samples, k: int = 5, chunk_size: int = 2048) -> float:
+def gae_entropy_nats(samples, k: int = 5, chunk_size: int = 512) -> float:
     """GAE differential entropy estimate in nats: −mean_i ln p̂(x_i) + B_{k,d}."""
     shape = torch.as_tensor(samples).shape
     bias = gae_bias_nats(k, 1 if len(shape) == 1 else int(shape[1]))
@@ -132,7 +132,7 @@ class GeometricAdaptive(Estimator):
     noise_variance: float = 1e-3
     max_samples: int = 0
     seed: int = 0
-    chunk_size: int = 2048
+    chunk_size: int = 512
 
     kind: ClassVar[str] = "gae"
     summary: ClassVar[str] = ("Geometric adaptive entropy (Gao et al. 2017): k-NN-bandwidth local Gaussian fits, "

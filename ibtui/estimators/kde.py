@@ -29,7 +29,8 @@ def kde_mi_bits(h: torch.Tensor, y: torch.Tensor, n_classes: int, variances: Seq
     """(I(X;T), I(T;Y)) in bits for each kernel variance: a float64 tensor (len(variances), 2).
 
     Rows of the distance matrix are processed ``chunk_size`` at a time: peak memory is about
-    2 · chunk_size · N float64 values (16 · chunk_size · N bytes). exp(−D_ij / 2v) ∈ (0, 1]
+    2 · chunk_size · N float64 values (16 · chunk_size · N bytes). The default 256 keeps a block in
+    the CPU's cache (twice as fast as 4096 at N = 4096 on a 2-core machine); raise it on a GPU. exp(−D_ij / 2v) ∈ (0, 1]
     and is exactly 1 for j = i, so no row sum (over all j, or over the row's own class)
     underflows to 0.
     """
@@ -69,7 +70,7 @@ class KDE(Estimator):
     """
 
     noise_variance: float = 1e-3
-    chunk_size: int = 4096
+    chunk_size: int = 256
 
     kind: ClassVar[str] = "kde"
     summary: ClassVar[str] = "Kolchinsky-Tracey KDE upper/lower bounds on the noisy layer (ibsgd), noise variance σ²"

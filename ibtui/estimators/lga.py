@@ -143,7 +143,7 @@ def extrapolation_threshold(d: int) -> float:
     return float(chi2.isf(EXTRAPOLATION_TAIL, d))
 
 
-def local_gaussian_fit(samples, k: int, chunk_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def local_gaussian_fit(samples, k: int, chunk_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample (ln p̂ of the local Gaussian fit, ln p̂ of the k-NN estimate, extrapolated mask): (N,) each.
 
     Both densities are leave-one-out, in nats, float64. The k-NN value is Kozachenko-Leonenko's,
@@ -203,7 +203,7 @@ def local_gaussian_fit(samples, k: int, chunk_size: int = 2048) -> tuple[torch.T
     return fit, knn, extrapolated
 
 
-def local_gaussian_log_density(samples, k: int, chunk_size: int = 2048, fit_bias: float = 0.0) -> torch.Tensor:
+def local_gaussian_log_density(samples, k: int, chunk_size: int = 512, fit_bias: float = 0.0) -> torch.Tensor:
     """Leave-one-out log-density ln p̂(x_i) (nats) at every sample: (N,) float64.
 
     The local Gaussian fit minus ``fit_bias`` (nats) where the fit is an interpolation, the
@@ -213,7 +213,7 @@ def local_gaussian_log_density(samples, k: int, chunk_size: int = 2048, fit_bias
     return torch.where(extrapolated, knn, fit - fit_bias)
 
 
-def lga_entropy_nats(samples, k: int = 10, chunk_size: int = 2048) -> float:
+def lga_entropy_nats(samples, k: int = 10, chunk_size: int = 512) -> float:
     """LGA differential entropy estimate in nats: −mean_i ln p̂(x_i) (no bias correction)."""
     return float(-local_gaussian_log_density(samples, k, chunk_size).mean())
 
@@ -304,7 +304,7 @@ class LocalGaussian(Estimator):
     noise_variance: float = 1e-3
     max_samples: int = 0
     seed: int = 0
-    chunk_size: int = 2048
+    chunk_size: int = 512
 
     kind: ClassVar[str] = "lga"
     summary: ClassVar[str] = ("Local Gaussian approximation (Gao et al. 2015): local-likelihood Gaussian fits with "

@@ -51,7 +51,7 @@ from ibtui.estimators.base import LN2, Estimator, MISet, Plane, require_finite
 
 
 def mixture_entropy_nats(centres: torch.Tensor, sigma: float, mc: int, generator: torch.Generator,
-                         chunk_size: int = 2048) -> float:
+                         chunk_size: int = 512) -> float:
     """Entropy (nats) of (1/K) Σ_k N(centres_k, σ² I) for centres (K, d), by Monte Carlo:
     ``mc`` draws per centre, each log-density exact (log-sum-exp over all K centres)."""
     k, d = centres.shape
@@ -96,7 +96,7 @@ class NoisyMixture(Estimator):
     draws: int = 8
     mc: int = 1
     seed: int = 0
-    chunk_size: int = 2048
+    chunk_size: int = 512
 
     kind: ClassVar[str] = "noisy_mc"
     summary: ClassVar[str] = ("Noisy network (Goldfeld et al. 2019): Monte Carlo entropy of the known Gaussian "
