@@ -157,3 +157,23 @@ def test_a_diverging_run_fails_with_its_reason_and_exit_1(tmp_path):
     (run,) = tmp_path.iterdir()
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "failed" and meta["error"].startswith("diverged")
+
+
+def test_run_with_seeds_reports_each_members_spread_in_json(tmp_path):
+    result = invoke("run", "-p", "quick", *TINY, "--seeds", "2", "--runs-dir", str(tmp_path), "--json", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["seeds"] == [0, 1]
+    row = summary["planes"]["binning"][4]
+    assert {"peak_ixt_mean", "peak_ixt_std", "final_ixt_mean", "compression_mean"} <= set(row["seeds"])
+    assert row["compression"] == pytest.approx(row["peak_ixt"] - row["final_ixt"])
+
+
+def test_run_with_seeds_prints_the_spread_columns(tmp_path):
+    result = invoke("run", "-p", "quick", *TINY, "--seeds", "2", "--runs-dir", str(tmp_path), "-q")
+    assert result.exit_code == 0, result.output
+    assert "2 seeds" in result.output and "peak±sd" in result.output and "±" in result.output
+
+
+def test_bad_seed_count_is_a_one_line_error(tmp_path):
+    assert_one_line_error(invoke("run", "-p", "quick", "--seeds", "0", "--runs-dir", str(tmp_path)), "train.seeds")
