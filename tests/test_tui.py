@@ -534,3 +534,13 @@ def test_f_without_analyses_says_how_to_make_one(finished_run):
             assert screen.family is None and "ibtui analyze" in screen.view.log[-1]
 
     asyncio.run(scenario())
+
+
+def test_a_title_wider_than_the_plot_is_shortened_not_dropped():
+    from ibtui.tui.plots import plane_figure
+
+    view = RunView()
+    view.apply({"type": "start", "run_dir": "x", "meta": {"layers": ["h1:2", "softmax:2"]}})
+    view.apply({"type": "measure", "epoch": 10000, "planes": {"kde_upper": {"ixt": [1.0, 0.5], "ity": [0.5, 0.2]}}})
+    figure = plane_figure(view, "kde_upper", 40, 20)
+    assert "kde_upper · epoch 10000" in figure and "…" in figure

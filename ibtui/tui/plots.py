@@ -29,8 +29,9 @@ def _start(width: int, height: int, title: str = "") -> None:
     plt.limitsize(False, False)  # the widget's size, not the terminal's, bounds the figure
     plt.plotsize(max(width, 10), max(height, 5))
     plt.theme("pro")
-    if title:
-        plt.title(title)
+    if title:  # plotext drops a title wider than the figure: shorten it instead
+        room = max(width, 10) - 6
+        plt.title(title if len(title) <= room else title[:room - 1] + "…")
 
 
 def empty_figure(width: int, height: int, message: str) -> str:
