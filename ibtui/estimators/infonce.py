@@ -20,11 +20,18 @@ from the data) before the critic. Everything is seeded by ``seed`` (critic initi
 under ``torch.random.fork_rng``, so the caller's global RNG is untouched; batches and noise
 from a private generator): the same call gives the same value.
 
+Early stopping: the held-out bound is taken before training and ``CHECKS`` = 10 times during it
+(one fixed noise draw) and the best is reported; without it, critics on 10-20-dimensional
+layers overfit the training half and the held-out bound fell to −2 … −4 bits.
+
 Bias: a lower bound in expectation for any critic, tight only for the optimal one: biased low
 when the critic is too small or trained too briefly (``steps``), and never above ln(N/2)
 (11 bits at N = 4096, so an I(X;T) near H(X) = 12 bits comes out low). Held-out evaluation
 keeps it honest (training-set evaluation read 0.70 against a truth of 0.65 nats on a 2-D
-Gaussian pair). Values are reported as computed (slightly negative for independent variables).
+Gaussian pair); picking the best of 11 held-out values adds a small optimism, of the order of
+the held-out average's standard error (a few hundredths of a nat at N = 4096). Values are
+reported as computed (about 0 for independent variables: the untrained critic's value is
+among the candidates).
 
 Cost: 2 critics per layer × ``steps`` Adam steps on ``batch_size`` pairs, plus one N × N
 scoring (chunked by 2048 rows): about a second per layer on a CPU at N = 4096, the slowest
@@ -45,6 +52,8 @@ from ibtui.errors import UserError
 from ibtui.estimators.base import LN2, Estimator, MISet, Plane, require_finite
 
 EVAL_CHUNK = 2048
+CHECKS = 10
+"""Held-out evaluations during training (early stopping: the best one is reported)."""
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -61,7 +70,7 @@ def infonce_nats(a: torch.Tensor, b: torch.Tensor, noise_a: float, noise_b: floa
                  steps: int, batch_size: int, lr: float, seed: int) -> float:
     """InfoNCE bound (nats) on I(A + ε_a; B + ε_b), ε with standard deviations ``noise_a``/``noise_b``
     (0 = none), a (N, da), b (N, db); critic trained ``steps`` steps on half the pairs, the bound
-    evaluated on the other half."""
+    evaluated on the other half before training and ``CHECKS`` times during it; the best is returned."""
     n = a.shape[0]
     device = a.device
     a, b = a.to(torch.float32), b.to(torch.float32)
@@ -88,22 +97,32 @@ def infonce_nats(a: torch.Tensor, b: torch.Tensor, noise_a: float, noise_b: floa
     fit, held = order[:n // 2], order[n // 2:]  # critic trained on one half, the bound taken on the other
     batch = min(batch_size, len(fit))
     targets = torch.arange(batch, device=device)
+    held_a = noisy(a[held], noise_a, scale_a, centre_a)  # one seeded noise draw, the same for every check
+    held_b = noisy(b[held], noise_b, scale_b, centre_b)
+
+    def held_out_bound() -> float:
+        with torch.no_grad():
+            ga, hb = g(held_a), h(held_b)
+            total = 0.0
+            for start in range(0, len(held), EVAL_CHUNK):
+                scores = ga[start:start + EVAL_CHUNK] @ hb.T
+                rows = torch.arange(scores.shape[0], device=device)
+                total += float((scores[rows, start + rows] - torch.logsumexp(scores, dim=1)).sum())
+        return total / len(held) + math.log(len(held))
+
+    every = max(1, steps // CHECKS)
+    best = held_out_bound()
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             idx = fit[torch.randperm(len(fit), generator=generator)[:batch].to(device)]
             scores = g(noisy(a[idx], noise_a, scale_a, centre_a)) @ h(noisy(b[idx], noise_b, scale_b, centre_b)).T
             loss = nn.functional.cross_entropy(scores, targets)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-    with torch.no_grad():
-        ga, hb = g(noisy(a[held], noise_a, scale_a, centre_a)), h(noisy(b[held], noise_b, scale_b, centre_b))
-        total = 0.0
-        for start in range(0, len(held), EVAL_CHUNK):
-            scores = ga[start:start + EVAL_CHUNK] @ hb.T
-            rows = torch.arange(scores.shape[0], device=device)
-            total += float((scores[rows, start + rows] - torch.logsumexp(scores, dim=1)).sum())
-    return total / len(held) + math.log(len(held))
+            if step % every == 0 or step == steps:
+                best = max(best, held_out_bound())
+    return best
 
 
 @dataclass(frozen=True)
