@@ -118,3 +118,16 @@ def test_noisy_settings_are_checked(runs_dir, model, message):
 def test_noisy_tanh_preset_measures_the_mixture():
     cfg = load_preset("noisy-tanh")
     assert cfg.model.noise_std == 0.1 and cfg.estimators["noisy_mc"].noise_std == 0.1
+
+
+def test_label_information_never_exceeds_h_y_even_with_monte_carlo_noise():
+    """Common draws for h(T) and h(T|Y): I(T;Y) = H(Y) + mean log p̂(y|T) ≤ H(Y) for every draw."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(2000, 10, generator=g) * 0.5
+    labels = (centres[:, 0] > 0.3).long()  # unbalanced classes, nearly separable at this σ
+    mi_set = MISet(torch.arange(2000), labels, 2)
+    p = labels.float().mean().item()
+    h_y = -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+    for seed in range(3):
+        (_,), (ity,) = NoisyMixture(noise_std=0.05, draws=1, seed=seed).estimate([centres], mi_set)["noisy_mc"]
+        assert ity <= h_y + 1e-12 and ity > h_y - 0.05
