@@ -72,6 +72,16 @@ def quantize(a: torch.Tensor, bits: int, low: float, high: float) -> torch.Tenso
     return a + (levels - a).detach()
 
 
+def checkpoint_name(key: str) -> str:
+    """``Ensemble.state_dict`` key → checkpoint array name (``weights.0`` → ``weight.0``)."""
+    return key.replace("weights.", "weight.").replace("biases.", "bias.")
+
+
+def state_name(name: str) -> str:
+    """Checkpoint array name → ``Ensemble.state_dict`` key (the inverse of ``checkpoint_name``)."""
+    return name.replace("weight.", "weights.").replace("bias.", "biases.")
+
+
 class Ensemble(nn.Module):
     """S networks of the same shape trained together: stacked weights, one batched forward.
 
@@ -180,8 +190,7 @@ class Ensemble(nn.Module):
 
     def state_arrays(self) -> dict[str, torch.Tensor]:
         """The weights under their checkpoint names (``weight.l``, ``bias.l``)."""
-        return {k.replace("weights.", "weight.").replace("biases.", "bias."): v
-                for k, v in self.state_dict().items()}
+        return {checkpoint_name(k): v for k, v in self.state_dict().items()}
 
     def load_state_arrays(self, arrays: dict[str, torch.Tensor]) -> None:
         """Load ``state_arrays`` output; raises ValueError if names or shapes do not match this ensemble."""
@@ -192,5 +201,4 @@ class Ensemble(nn.Module):
             if tuple(arrays[key].shape) != tuple(value.shape):
                 raise ValueError(f"checkpoint weight {key} has shape {tuple(arrays[key].shape)}; "
                                  f"this network needs {tuple(value.shape)}")
-        self.load_state_dict({k.replace("weight.", "weights.").replace("bias.", "biases."): v
-                              for k, v in arrays.items()})
+        self.load_state_dict({state_name(k): v for k, v in arrays.items()})

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 import ibtui
 from ibtui.config import Config, all_planes, config_from_dict, pool_suffix, read_toml
 from ibtui.engine.data import Dataset, load_dataset
-from ibtui.engine.model import Ensemble
+from ibtui.engine.model import Ensemble, checkpoint_name
 from ibtui.engine.phases import WINDOW, snr, transition_epochs
 from ibtui.engine.schedule import Schedule, plane_distance
 from ibtui.engine.store import (CONFIG, CURVES, LOG, PLANES, RunStore, checkpoint_path, read_events, read_meta,
@@ -166,6 +166,24 @@ def _weights(model: Ensemble) -> dict[str, np.ndarray]:
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the weights in host memory (delta_exact keeps one per skipped epoch)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def saved_arrays(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``_cpu_state`` copy under the checkpoint names (``Ensemble.state_arrays``)."""
+    return {checkpoint_name(k): v for k, v in state.items()}
+
+
+def _member_planes(values: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> dict[str, dict[str, Any]]:
+    """Per plane, from each member's (I(X;T), I(T;Y)) per layer: the means over members, plus every
+    member's values (``ixt_seeds``/``ity_seeds``, S × L) when there is more than one."""
+    planes: dict[str, dict[str, Any]] = {}
+    for name, rows in values.items():
+        ixt = np.stack([r[0] for r in rows]).astype(np.float64)
+        ity = np.stack([r[1] for r in rows]).astype(np.float64)
+        planes[name] = {"ixt": [float(v) for v in ixt.mean(0)], "ity": [float(v) for v in ity.mean(0)]}
+        if len(rows) > 1:
+            planes[name]["ixt_seeds"], planes[name]["ity_seeds"] = ixt.tolist(), ity.tolist()
+    return planes
 
 
 ENSEMBLE_THREADED = 8
@@ -348,15 +366,7 @@ class Engine:
                         current.append([layer.detach().to("cpu", copy=True) for layer in member_layers])
             if self.pool_suffix:
                 pooled = self.pooled_planes(current)
-        planes: dict[str, dict[str, Any]] = {}
-        for name, values in per_member.items():
-            ixt = np.stack([v[0] for v in values]).astype(np.float64)
-            ity = np.stack([v[1] for v in values]).astype(np.float64)
-            planes[name] = {"ixt": [float(v) for v in ixt.mean(0)], "ity": [float(v) for v in ity.mean(0)]}
-            if model.size > 1:
-                planes[name]["ixt_seeds"] = ixt.tolist()
-                planes[name]["ity_seeds"] = ity.tolist()
-        planes.update(pooled)
+        planes = {**_member_planes(per_member), **pooled}
         train_loss, train_acc = _evaluate(model, p, p.train_idx)
         test_loss, test_acc = _evaluate(model, p, p.test_idx)
         if model.quantize_bits:  # the same weights with float activations, for comparison
@@ -415,41 +425,27 @@ class Engine:
                     values.setdefault(name + self.pool_suffix, []).append((np.asarray(ixt), np.asarray(ity)))
         if self.pool_history.maxlen:
             self.pool_history.append(current)
-        for name, rows in values.items():
-            ixt = np.stack([r[0] for r in rows]).astype(np.float64)
-            ity = np.stack([r[1] for r in rows]).astype(np.float64)
-            out[name] = {"ixt": [float(v) for v in ixt.mean(0)], "ity": [float(v) for v in ity.mean(0)]}
-            if len(rows) > 1:
-                out[name]["ixt_seeds"], out[name]["ity_seeds"] = ixt.tolist(), ity.tolist()
-        return out
+        return _member_planes(values)
 
-    @torch.no_grad()
-    def member_layers(self, weights: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
-        """Per member, per layer: the MI set's activations (CPU) of the network with ``weights``."""
+    def scratch(self, checkpoint: dict[str, torch.Tensor]) -> Ensemble:
+        """A second copy of the network (made once) holding the weights of ``checkpoint`` arrays."""
         if self._scratch is None:
             self._scratch = copy.deepcopy(self.model)
-        self._scratch.load_state_arrays(weights)
-        self._scratch.eval()
+        self._scratch.load_state_arrays(checkpoint)
+        return self._scratch
+
+    @torch.no_grad()
+    def member_layers(self, checkpoint: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Per member, per layer: the MI set's activations (CPU) of the network with ``checkpoint``'s weights."""
+        model = self.scratch(checkpoint)
+        model.eval()
         p = self.prep
-        out = []
-        for j in range(self._scratch.size):
-            layers = self._scratch.forward_layers(p.x_all[p.mi_idx[j]], slice(j, j + 1))
-            out.append([layer[0].to("cpu") for layer in layers])
-        return out
+        return [[layer[0].to("cpu") for layer in model.forward_layers(p.x_all[p.mi_idx[j]], slice(j, j + 1))]
+                for j in range(model.size)]
 
     def measure_saved(self, weights: dict[str, torch.Tensor], epoch: int) -> dict[str, Any]:
         """Measure a skipped epoch from its kept weights (delta_exact bisection)."""
-        if self._scratch is None:
-            self._scratch = copy.deepcopy(self.model)
-        self._scratch.load_state_dict(weights)
-        return self.measure(self._scratch, epoch)
-
-    def saved_arrays(self, weights: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """Kept weights (``_cpu_state``) under their checkpoint names."""
-        if self._scratch is None:
-            self._scratch = copy.deepcopy(self.model)
-        self._scratch.load_state_dict(weights)
-        return _weights(self._scratch)
+        return self.measure(self.scratch(saved_arrays(weights)), epoch)
 
     def point(self, record: dict[str, Any]) -> np.ndarray:
         plane = record["planes"][self.distance_plane]
@@ -603,7 +599,7 @@ class Engine:
                     if keep:
                         extra, last_gap, distance = self.refine(previous, rec, kept)
                         for mid in extra:
-                            self.record(mid, self.saved_arrays(kept[mid["epoch"]]))
+                            self.record(mid, {k: v.numpy() for k, v in saved_arrays(kept[mid["epoch"]]).items()})
                     else:
                         distance = plane_distance(self.point(previous), self.point(rec))
                 next_epoch, decision = sched.decide(epoch, distance, last_gap)
