@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
-import numpy as np
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -146,6 +145,8 @@ def analyze(
     if as_json:
         sys.stdout.write(json.dumps(description, indent=2) + "\n")
         return
+    import numpy as np
+
     from ibtui.engine.store import read_npz, run_file
 
     arrays = read_npz(run_file(Path(run_dir), description["arrays"]))
