@@ -375,6 +375,125 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
         raise typer.Exit(EXIT_STOPPED)
 
 
+# ----------------------------------------------------------------------------- sweep
+
+
+@app.command()
+def sweep(
+    preset: str = typer.Option("quick", "--preset", "-p", help="Preset name or .toml file every cell starts from."),
+    grid: List[str] = typer.Option([], "--grid", "-g", help="KEY=v1,v2,... : one axis of the grid (repeatable)."),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="KEY=VALUE held fixed in every cell (repeatable)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Networks trained together in each cell (= train.seeds)."),
+    backend: str = typer.Option("local", "--backend", help="local (worker processes here) | ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="auto | HOST:PORT | local (implies --backend ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Local backend: cells at once (default: one per core)."),
+    retries: int = typer.Option(1, "--retries", help="Retries of a failed cell (resumed from its checkpoint)."),
+    cpus_per_cell: float = typer.Option(1.0, "--cpus-per-cell", help="Ray: num_cpus of each task (torch threads)."),
+    gpus_per_cell: float = typer.Option(0.0, "--gpus-per-cell", help="Ray: num_gpus of each task (e.g. 0.25)."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where the sweep directory goes (default: runs/)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Sweep directory name (default: from the command)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the sweep summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Run a grid of overrides x a preset, every cell an ordinary run under runs/<sweep-id>/.
+
+    Writes summary.csv and summary.json (accuracy, peak and final I(X;T), compression per
+    cell, plane and layer). The same command again skips the cells already done.
+    """
+    from ibtui.engine.runner import prepare
+    from ibtui.engine.sweep import Sweep, SweepSpec, default_workers, parse_grid, run_local, run_ray
+
+    if ray_address is not None:
+        backend = "ray"
+    if backend not in ("local", "ray"):
+        fail(f"--backend must be local or ray; got '{backend}'")
+    if retries < 0:
+        fail(f"--retries must be >= 0; got {retries}")
+    if workers is not None and workers < 1:
+        fail(f"--workers must be >= 1; got {workers}")
+    if cpus_per_cell <= 0 or gpus_per_cell < 0:
+        fail("--cpus-per-cell must be > 0 and --gpus-per-cell >= 0")
+    if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
+        fail(f"--name '{name}' must be a plain directory name")
+    try:
+        spec = SweepSpec(preset, [parse_grid(g) for g in grid], list(overrides), seeds)
+        configs = {cell.name: spec.config(cell) for cell in spec.cells()}  # every cell valid before any runs
+        first = next(iter(configs.values()))
+        # dataset and device problems surface now (a Ray driver need not have the cluster's GPUs)
+        prepare(spec.config(spec.cells()[0], 0, *(['train.device="cpu"'] if backend == "ray" else [])))
+        job = Sweep(spec, runs_dir or first.store.runs_dir, name)
+        job.open()
+    except UserError as exc:
+        fail(str(exc))
+    done, todo = job.pending()
+    say = (lambda text: None) if quiet or as_json else (lambda text: err.print(text, highlight=False))
+    say(f"[dim]sweep directory:[/] {escape(str(job.root))}  [dim]cells:[/] {len(job.cells)} "
+        f"({len(done)} already done)  [dim]backend:[/] {backend}")
+    from ibtui.engine.sweep import Outcome, cell_result
+
+    for cell in done:
+        job.outcomes[cell.name] = Outcome(cell, "done", 0, None, cell_result(job.cell_dir(cell)))  # 0 tries: earlier
+    if done:
+        job.write_summaries()
+    progress = Progress(TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} cells"),
+                        TimeRemainingColumn(), console=err, disable=quiet or as_json, transient=True)
+    task = progress.add_task("sweep", total=len(job.cells), completed=len(done))
+
+    def on_outcome(outcome: Outcome) -> None:
+        job.record(outcome)
+        progress.update(task, advance=1)
+        mark = {"done": "[green]done[/]", "failed": "[red]failed[/]"}.get(outcome.status, f"[yellow]{outcome.status}[/]")
+        tries = f" after {outcome.attempts} attempts" if outcome.attempts and outcome.attempts > 1 else ""
+        extra = f" · test acc {_fmt(outcome.result.get('test_acc'))} · {_fmt(outcome.result.get('wall_seconds'), 1)} s" \
+            if outcome.status == "done" else f"{tries}: {escape(str(outcome.error or ''))}"
+        if not (quiet or as_json):
+            progress.console.print(f"{escape(outcome.cell.name)} {mark}{extra}", highlight=False)
+
+    try:
+        with termination_as_interrupt(), progress:
+            if backend == "local":
+                finished = run_local(job, todo, workers or default_workers(len(todo)), retries, on_outcome)
+            else:
+                finished = run_ray(job, todo, ray_address, retries, cpus_per_cell, gpus_per_cell, on_outcome)
+    except UserError as exc:
+        fail(str(exc))
+    summary = job.summary()
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        out.print(sweep_table(summary))
+        out.print(f"[dim]summary:[/] {escape(str(job.root / 'summary.csv'))}, summary.json", highlight=False)
+    if not finished:
+        err.print(f"stopped; the same command resumes the sweep in {escape(str(job.root))}")
+        raise typer.Exit(EXIT_STOPPED)
+    failed = summary["counts"]["failed"]
+    if failed:
+        fail(f"{failed} of {len(job.cells)} cells failed (see summary.csv and each cell's worker.log)", code=1)
+
+
+def sweep_table(summary: dict[str, Any]) -> Table:
+    """Per cell: its grid values, status, attempts, test accuracy, wall time, and the peak and final
+    I(X;T) and the compression (bits) of the first plane's last hidden layer."""
+    counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
+    first = next((c for c in summary["cells"] if c.get("planes")), {})
+    plane, rows = next(iter((first.get("planes") or {}).items()), ("?", []))
+    layer = rows[-2]["layer"] if len(rows) >= 2 else "last layer"
+    table = Table(title=f"sweep {summary['id']} · {counts}", caption=f"I(X;T) in bits: {plane}, {layer}",
+                  header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    keys = [k for k, _ in summary["grid"]]
+    for col in ["#", *(k.split(".")[-1] for k in keys), "status", "tries", "acc", "s", "peak", "final", "drop"]:
+        table.add_column(escape(col), justify="right" if col in ("tries", "acc", "s", "peak", "final", "drop")
+                         else "left", no_wrap=True)
+    for cell in summary["cells"]:
+        table_rows = (cell.get("planes") or {}).get(plane, [])
+        row = table_rows[-2] if len(table_rows) >= 2 else (table_rows[-1] if table_rows else {})
+        table.add_row(cell["name"].split("-", 1)[0], *(escape(str(cell["overrides"].get(k, ""))) for k in keys),
+                      cell["status"], _fmt(cell.get("attempts")), _fmt(cell.get("test_acc")),
+                      _fmt(cell.get("wall_seconds"), 1), _fmt(row.get("peak_ixt"), 2), _fmt(row.get("final_ixt"), 2),
+                      _fmt(row.get("compression"), 2))
+    return table
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

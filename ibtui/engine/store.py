@@ -168,15 +168,17 @@ class RunStore:
         self._events = None
 
     @classmethod
-    def create(cls, runs_dir: Path, preset: str, config_toml: str, meta: dict[str, Any]) -> "RunStore":
-        """Make a new, uniquely named run directory (never reusing an existing one)."""
+    def create(cls, runs_dir: Path, preset: str, config_toml: str, meta: dict[str, Any],
+               name: str | None = None) -> "RunStore":
+        """Make a new, uniquely named run directory (never reusing an existing one); ``name``
+        asks for exactly ``runs_dir/name`` (a sweep's cell), an error if it exists."""
         runs_dir = Path(runs_dir)
         try:
             runs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create runs directory {runs_dir}: {exc.strerror or exc}") from None
-        base = f"{preset}-{utc_stamp()}"
-        for i in range(1000):
+        base = name or f"{preset}-{utc_stamp()}"
+        for i in range(1 if name else 1000):
             path = runs_dir / (base if i == 0 else f"{base}-{i}")
             try:
                 path.mkdir()
@@ -185,8 +187,9 @@ class RunStore:
                 continue
             except OSError as exc:
                 raise UserError(f"cannot create run directory in {runs_dir}: {exc.strerror or exc}") from None
-        else:  # pragma: no cover
-            raise UserError(f"cannot find a free run directory name in {runs_dir}")
+        else:
+            raise UserError(f"{runs_dir / base} already exists" if name else
+                            f"cannot find a free run directory name in {runs_dir}")
         store = cls(path)
         try:
             (path / CHECKPOINTS).mkdir()
