@@ -20,7 +20,8 @@ from ibtui.engine.process import Worker, context, start_worker
 from ibtui.errors import UserError
 from ibtui.tui.home import HomeScreen
 from ibtui.tui.run_screen import CompareScreen, RunScreen
-from ibtui.tui.state import RunView
+from ibtui.tui.state import RunView, SweepView, is_sweep_dir
+from ibtui.tui.sweep_screen import SweepScreen
 from ibtui.tui.widgets import ConfirmScreen, HelpScreen
 
 
@@ -61,6 +62,12 @@ class IbtuiApp(App):
 
     # ------------------------------------------------------------------ routing
     def open_replay(self, paths: list[str]) -> None:
+        if len(paths) == 1 and is_sweep_dir(paths[0]):
+            try:
+                self.push_screen(SweepScreen(SweepView.from_dir(paths[0])))
+            except UserError as exc:
+                self.notify(str(exc), title="cannot open sweep", severity="error")
+            return
         try:
             views = [RunView.from_run_dir(p) for p in paths]
         except UserError as exc:
@@ -117,5 +124,10 @@ def run_tui(replay: list[str] | None = None, runs_dir: str = "runs") -> None:
     for path in replay or []:
         if not Path(path).exists():
             raise UserError(f"{path} does not exist")
-        RunView.from_run_dir(path)  # a foreign or corrupt directory fails here, before the UI starts
+        if is_sweep_dir(path):
+            if len(replay or []) > 1:
+                raise UserError(f"{path} is a sweep: replay it alone")
+            SweepView.from_dir(path)
+        else:
+            RunView.from_run_dir(path)  # a foreign or corrupt directory fails here, before the UI starts
     IbtuiApp(replay=replay, runs_dir=runs_dir).run()

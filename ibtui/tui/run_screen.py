@@ -292,7 +292,7 @@ class RunScreen(Screen):
         self.notify(f"exported {names}", title="export")
 
     def action_back(self) -> None:
-        self.app.action_home()
+        self.app.pop_screen()  # to whatever opened it: home, or a sweep
 
 
 class CompareScreen(Screen):
@@ -375,5 +375,5 @@ class CompareScreen(Screen):
         self.refresh_plots()
 
     def action_back(self) -> None:
-        self.app.action_home()
+        self.app.pop_screen()  # to whatever opened it: home, or a sweep
 

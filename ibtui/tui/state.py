@@ -380,12 +380,16 @@ class RunView:
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """Run directories under ``runs_dir``, newest first: id, path, status, preset, created, epochs."""
+    """Run (and sweep) directories under ``runs_dir``, newest first: id, path, status, preset,
+    created, epochs (a sweep's status counts its done cells)."""
     root = Path(runs_dir)
     rows = []
     if not root.is_dir():
         return rows
     for path in root.iterdir():
+        if is_sweep_dir(path):
+            rows.append(sweep_row(path))
+            continue
         if not (path / META).is_file():
             continue
         try:
@@ -400,3 +404,129 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
             "epochs": f"{meta.get('epochs_done', '?')}/{meta.get('epochs_total', '?')}",
         })
     return sorted(rows, key=lambda r: (r["created"], r["id"]), reverse=True)
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    """True for a sweep directory (``ibtui sweep``: it holds sweep.json and one run per cell)."""
+    from ibtui.engine.sweep import SWEEP
+
+    return (Path(path) / SWEEP).is_file()
+
+
+@dataclass
+class SweepCell:
+    """One cell of a sweep as the UI sees it; ``view`` is its run, loaded once it has started."""
+
+    name: str
+    overrides: dict[str, Any]
+    run_dir: Path
+    status: str = "pending"
+    attempts: int | None = None
+    error: str | None = None
+    test_acc: float | None = None
+    view: RunView | None = None
+
+
+@dataclass
+class SweepView:
+    """A sweep directory followed from disk: cells, their statuses and their runs (no Textual)."""
+
+    root: Path
+    sweep_id: str = ""
+    preset: str = ""
+    grid: list[tuple[str, list[str]]] = field(default_factory=list)
+    cells: list[SweepCell] = field(default_factory=list)
+    version: int = 0
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> "SweepView":
+        """Load a sweep directory. A foreign or corrupt one is a UserError."""
+        from ibtui.engine.sweep import SWEEP
+
+        root = Path(path)
+        try:
+            spec = json.loads((root / SWEEP).read_text())
+            grid = [(str(k), [str(v) for v in values]) for k, values in spec["grid"]]
+            cells = [SweepCell(str(c["name"]), dict(c["overrides"]), root / str(c["name"])) for c in spec["cells"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{root / SWEEP} is not a readable sweep description ({exc})") from None
+        view = cls(root=root, sweep_id=str(spec.get("id", root.name)), preset=str(spec.get("preset", "?")),
+                   grid=grid, cells=cells)
+        view.refresh()
+        return view
+
+    @property
+    def plane_names(self) -> list[str]:
+        for cell in self.cells:
+            if cell.view is not None and cell.view.plane_names:
+                return cell.view.plane_names
+        return []
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for cell in self.cells:
+            out[cell.status] = out.get(cell.status, 0) + 1
+        return out
+
+    def refresh(self) -> bool:
+        """Re-read every cell's status (and the summary's attempts and errors); follow running
+        runs. Returns True when anything changed (and bumps ``version``)."""
+        from ibtui.engine.sweep import SUMMARY_JSON
+
+        before = [(c.status, c.attempts, c.error, c.test_acc, c.view.version if c.view else -1) for c in self.cells]
+        try:
+            summary = {c["name"]: c for c in json.loads((self.root / SUMMARY_JSON).read_text())["cells"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            summary = {}
+        for cell in self.cells:
+            row = summary.get(cell.name, {})
+            if cell.view is None and (cell.run_dir / META).is_file():
+                try:
+                    cell.view = RunView.from_run_dir(cell.run_dir)
+                    cell.view.title = cell.name
+                except UserError as exc:
+                    cell.status, cell.error = "unreadable", str(exc)
+                    continue
+            elif cell.view is not None:
+                cell.view.follow()
+                cell.view.refresh_meta()
+            if cell.view is not None:
+                cell.status = cell.view.status
+                cell.error = cell.view.error
+                measures = cell.view.measures
+                last = measures[max(measures)] if measures else {}
+                acc = last.get("test_acc")
+                cell.test_acc = float(acc) if isinstance(acc, (int, float)) and math.isfinite(acc) else None
+            if row.get("status") == "failed":  # retries exhausted: the sweep's word is final
+                cell.status, cell.error = "failed", row.get("error") or cell.error
+            cell.attempts = row.get("attempts") if isinstance(row.get("attempts"), int) else None
+        after = [(c.status, c.attempts, c.error, c.test_acc, c.view.version if c.view else -1) for c in self.cells]
+        if after != before:
+            self.version += 1
+            return True
+        return False
+
+    def peak_and_final(self, cell: SweepCell, plane: str) -> tuple[float | None, float | None]:
+        """Peak and latest I(X;T) (bits) of ``plane``'s last hidden layer in ``cell``'s run."""
+        view = cell.view
+        if view is None or plane not in view.planes or not view.planes[plane]:
+            return None, None
+        layer = max(0, len(view.layers) - 2)
+        _, ixt, _ = view.trajectory(plane, layer)
+        values = [v for v in ixt if isinstance(v, float) and math.isfinite(v)]
+        return (max(values), values[-1]) if values else (None, None)
+
+
+def sweep_row(path: Path) -> dict[str, Any]:
+    """A sweep's line in the list of runs."""
+    try:
+        view = SweepView.from_dir(path)
+    except UserError:
+        return {"id": path.name, "path": str(path), "status": "unreadable", "preset": "?", "created": "", "epochs": ""}
+    try:
+        created = str(json.loads((path / "sweep.json").read_text()).get("created", ""))
+    except (OSError, ValueError, AttributeError):
+        created = ""
+    done = view.counts().get("done", 0)
+    return {"id": path.name, "path": str(path), "status": f"sweep {done}/{len(view.cells)} done",
+            "preset": view.preset, "created": created, "epochs": f"{len(view.cells)} cells"}
