@@ -463,7 +463,7 @@ def sweep(
     else:
         out.print(sweep_table(summary))
         out.print(f"[dim]summary:[/] {escape(str(job.root / 'summary.csv'))}, summary.json", highlight=False)
-    if not finished:
+    if not finished or summary["counts"]["stopped"]:
         err.print(f"stopped; the same command resumes the sweep in {escape(str(job.root))}")
         raise typer.Exit(EXIT_STOPPED)
     failed = summary["counts"]["failed"]

@@ -155,6 +155,16 @@ def test_a_failing_cell_is_retried_then_reported_and_the_others_finish(tmp_path)
     assert failed_rows and all(r["error"].startswith("diverged") for r in failed_rows)
 
 
+def test_a_cell_that_fails_before_its_run_starts_is_reported_with_its_reason(tmp_path):
+    result = sweep_cli(tmp_path, "--grid", f"data.dataset=12bit,npz:{tmp_path / 'missing.npz'}", "--retries", "0",
+                       "--json")
+    assert result.exit_code == 1
+    (root,) = tmp_path.iterdir()
+    good, bad = json.loads((root / "summary.json").read_text())["cells"]
+    assert good["status"] == "done"
+    assert bad["status"] == "failed" and bad["attempts"] == 1 and "missing.npz" in bad["error"]
+
+
 def test_local_backend_reports_outcomes_as_cells_finish(tmp_path):
     spec = SweepSpec("quick", [parse_grid("model.activation=tanh,relu")], tiny_sets())
     sweep = Sweep(spec, tmp_path)
@@ -201,3 +211,34 @@ def test_ray_backend_runs_cells_as_ray_tasks_and_reports_a_failed_cell(tmp_path)
     assert bad.status == "failed" and "diverged" in bad.error
     summary = json.loads((sweep.root / "summary.json").read_text())
     assert [c["status"] for c in summary["cells"]] == ["done", "failed"]
+
+
+def test_sigterm_stops_the_running_cells_and_the_same_command_finishes_the_sweep(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "ibtui", "sweep", "-p", "quick", "--set", "train.epochs=400", "--set",
+               "schedule.kind=every_n", "--set", "schedule.every=20", "--set", "estimators.kde=false", "--set",
+               'train.device="cpu"', "--grid", "model.activation=tanh,relu", "--workers", "2", "--runs-dir",
+               str(tmp_path), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # both cells have measured an epoch after 0
+        events = list(tmp_path.glob("*/*/events.jsonl"))
+        if len(events) == 2 and all(len(p.read_text().splitlines()) >= 2 for p in events):
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    (root,) = tmp_path.iterdir()
+    cells = sorted(p for p in root.iterdir() if p.is_dir())
+    assert [read_meta(p)["status"] for p in cells] == ["stopped", "stopped"]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    for p in cells:
+        meta = read_meta(p)
+        assert meta["status"] == "done" and meta["epochs_done"] == 400 and "resumed_from" in meta

@@ -23,6 +23,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -219,8 +220,9 @@ def run_cell(raw_config: dict[str, Any], run_dir: str | Path, stop: Any = None) 
     return cell_result(path)
 
 
-def _cell_process(raw_config: dict[str, Any], run_dir: str) -> None:
-    """Entry point of a local worker process: SIGTERM stops the run like Ctrl+C (epochs kept)."""
+def _cell_process(raw_config: dict[str, Any], run_dir: str, reply: Any) -> None:
+    """Entry point of a local worker process: SIGTERM stops the run like Ctrl+C (epochs kept).
+    An error that leaves no run behind (e.g. a missing dataset) is sent on ``reply`` as one line."""
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -229,8 +231,8 @@ def _cell_process(raw_config: dict[str, Any], run_dir: str) -> None:
         result = run_cell(raw_config, run_dir)
     except KeyboardInterrupt:
         os._exit(130)
-    except UserError as exc:
-        print(f"error: {exc}", flush=True)
+    except Exception as exc:  # UserError and anything unexpected: reported, the cell retried
+        reply.send(str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
         os._exit(2)
     os._exit(0 if result["status"] == "done" else 1)
 
@@ -271,8 +273,9 @@ class Sweep:
             self.root.mkdir(parents=True, exist_ok=True)
             if path.exists():
                 old = json.loads(path.read_text())
-                if old.get("cells") != description["cells"] or old.get("preset") != description["preset"]:
-                    raise UserError(f"{self.root} holds a different sweep; choose another --name")
+                if any(old.get(key) != value for key, value in description.items() if key != "id"):
+                    raise UserError(f"{self.root} holds a different sweep (another preset, grid, --set or "
+                                    f"--seeds); choose another --name")
                 return
             atomic_write_bytes(path, (json.dumps({**description, "created": utc_stamp()}, indent=2) + "\n").encode())
         except OSError as exc:
@@ -357,6 +360,16 @@ def default_workers(n_cells: int) -> int:
     return max(1, min(n_cells, os.cpu_count() or 1))
 
 
+def _message(receive: Any) -> str | None:
+    """The one-line error a worker process sent before exiting, if any (closes the pipe)."""
+    try:
+        return receive.recv() if receive.poll() else None
+    except (EOFError, OSError):
+        return None
+    finally:
+        receive.close()
+
+
 def run_local(sweep: Sweep, cells: list[Cell], workers: int, retries: int,
               on_outcome: Callable[[Outcome], None], on_start: Callable[[Cell, int], None] = lambda c, a: None,
               poll_s: float = 1.0) -> bool:
@@ -365,23 +378,28 @@ def run_local(sweep: Sweep, cells: list[Cell], workers: int, retries: int,
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     queue = [(cell, 1) for cell in cells]
-    running: dict[Any, tuple[Cell, int]] = {}
+    running: dict[Any, tuple[Cell, int, Any]] = {}
     try:
         while queue or running:
             while queue and len(running) < workers:
                 cell, attempt = queue.pop(0)
                 raw = sweep.spec.config(cell, threads).to_dict()
-                process = ctx.Process(target=_cell_process, args=(raw, str(sweep.cell_dir(cell))), daemon=False)
+                receive, send = ctx.Pipe(duplex=False)
+                process = ctx.Process(target=_cell_process, args=(raw, str(sweep.cell_dir(cell)), send), daemon=False)
                 process.start()
-                running[process] = (cell, attempt)
+                send.close()
+                running[process] = (cell, attempt, receive)
                 on_start(cell, attempt)
             for process in [p for p in running if not p.is_alive()]:
                 process.join()
-                cell, attempt = running.pop(process)
+                cell, attempt, receive = running.pop(process)
+                message = _message(receive)
                 try:
                     result = cell_result(sweep.cell_dir(cell))
-                except UserError as exc:
-                    result = {"status": "failed", "error": str(exc)}
+                except UserError as exc:  # no run directory: the process failed before creating it
+                    result = {"status": "failed", "error": message or str(exc)}
+                if message and result.get("status") != "done":
+                    result["error"] = message
                 status = result.get("status")
                 if status == "done":
                     on_outcome(Outcome(cell, "done", attempt, None, result, platform.node()))
@@ -396,11 +414,10 @@ def run_local(sweep: Sweep, cells: list[Cell], workers: int, retries: int,
             if running:
                 multiprocessing.connection.wait([p.sentinel for p in running], timeout=poll_s)
     except KeyboardInterrupt:
-        interrupted = True
         for process in running:
             if process.is_alive():
                 process.terminate()  # SIGTERM: the cell's run ends as `stopped`, epochs kept
-        for process, (cell, attempt) in list(running.items()):
+        for process, (cell, attempt, _) in list(running.items()):
             process.join()
             try:
                 result = cell_result(sweep.cell_dir(cell))
@@ -450,8 +467,8 @@ def run_ray(sweep: Sweep, cells: list[Cell], address: str | None, retries: int, 
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
-                     log_to_driver=False, **(init_kwargs or {}))
+            ray.init(**{"address": None if address in (None, "local") else address, "include_dashboard": False,
+                        "log_to_driver": False, "logging_level": logging.ERROR, **(init_kwargs or {})})
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot connect to Ray at {address}: {_first_line(exc)}") from None
     threads = max(1, math.floor(cpus_per_cell))
