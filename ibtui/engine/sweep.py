@@ -220,6 +220,16 @@ def run_cell(raw_config: dict[str, Any], run_dir: str | Path, stop: Any = None) 
     return cell_result(path)
 
 
+def _limit_threads(raw_config: dict[str, Any]) -> None:
+    """Every torch op of a worker on its share of the cores (``train.threads``), not only the
+    engine's training and measurement blocks: cells side by side must not oversubscribe."""
+    import torch
+
+    threads = int(raw_config.get("train", {}).get("threads") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def _cell_process(raw_config: dict[str, Any], run_dir: str, reply: Any) -> None:
     """Entry point of a local worker process: SIGTERM stops the run like Ctrl+C (epochs kept).
     An error that leaves no run behind (e.g. a missing dataset) is sent on ``reply`` as one line."""
@@ -228,6 +238,7 @@ def _cell_process(raw_config: dict[str, Any], run_dir: str, reply: Any) -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
+        _limit_threads(raw_config)
         result = run_cell(raw_config, run_dir)
     except KeyboardInterrupt:
         os._exit(130)
@@ -437,6 +448,7 @@ class CellFailed(RuntimeError):
 
 def _ray_task(raw_config: dict[str, Any], run_dir: str, driver_host: str) -> dict[str, Any]:
     """Body of the Ray task: run the cell; ship its files back when this node is not the driver's."""
+    _limit_threads(raw_config)
     result = run_cell(raw_config, run_dir)
     if result["status"] == "failed":
         raise CellFailed(result.get("error") or "run failed")
