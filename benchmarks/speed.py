@@ -1,12 +1,14 @@
 """Estimator speed against reference-style implementations, side by side in one process.
 
-    python benchmarks/speed.py [--repeats 3] [--out benchmarks/results/speed.json]
+    python benchmarks/speed.py [--repeats 3] [--out benchmarks/results/speed.json] [--only estimators]
 
 On the 12-bit task (N = 4096, the untrained 10-7-5-4-3 tanh network, all 6 layers):
-- binning MI, ibtui (row codes + unique counts, torch) vs a reference-style implementation with
-  a Python loop over the distinct inputs, as the anchors' code does for H(T|X);
-- KDE upper bound, ibtui (batched, chunked torch) vs a reference-style pairwise computation
-  with a Python loop over samples (one row of distances at a time).
+- binning MI, ibtui (rows packed into one integer each, entropies from bincounts or sorts, numpy)
+  vs the anchors' code (IDNNs ``calc_information_for_layer``): a Python loop over the distinct
+  inputs (and labels), each masking its rows of the binned matrix and counting them with
+  np.unique over a void view;
+- KDE upper bound, ibtui (symmetric blocks, chunked torch) vs a reference-style pairwise
+  computation with a Python loop over samples (one row of distances at a time).
 Both sides compute the same numbers (checked); the ratio is what matters.
 - training, the engine's own loop (``Engine.train_epoch``, saxe-tanh settings): one network at a
   time vs an ensemble of ``--seeds`` networks trained together, per network-epoch, each with the
@@ -33,28 +35,31 @@ from ibtui.engine.model import MLP
 from ibtui.estimators import KDE, Binning, MISet
 
 
-def entropy_bits(counts: np.ndarray) -> float:
-    p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
+def entropy_of_rows_bits(rows: np.ndarray) -> float:
+    """Plug-in entropy of the distinct rows of a matrix, as IDNNs does it: np.unique over a void view."""
+    rows = np.ascontiguousarray(rows)
+    void_rows = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1])))
+    _, counts = np.unique(void_rows, return_counts=True)
+    p = counts / float(counts.sum())
+    return float(-np.sum(p * np.log2(p)))
+
+
+def conditional_entropy_bits(codes: np.ndarray, given: np.ndarray) -> float:
+    """H(T | G) as IDNNs' ``calc_condtion_entropy``: for each distinct value i of G, mask the rows of the
+    whole binned matrix (``codes[given == i, :]``) and weight their row entropy by p(i)."""
+    values, counts = np.unique(given, return_counts=True)
+    p_given = counts / float(counts.sum())
+    return float(sum(p_i * entropy_of_rows_bits(codes[given == i, :]) for i, p_i in zip(values, p_given)))
 
 
 def reference_binning(layers: list[np.ndarray], x_ids: np.ndarray, y: np.ndarray, bin_size: float) -> np.ndarray:
-    """I(X;T), I(T;Y) per layer, the anchors' way: bin, then loop over distinct inputs and labels."""
+    """I(X;T), I(T;Y) per layer the anchors' way (Tishby's IDNNs ``calc_information_for_layer``, run
+    serially): bin, H(T) over all rows, then a Python loop over the distinct inputs and over the labels."""
     out = []
     for h in layers:
         codes = np.floor(h / bin_size).astype(np.int64)
-        _, t_ids, t_counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-        t_ids = t_ids.reshape(-1)
-        h_t = entropy_bits(t_counts)
-        h_t_given_x = 0.0
-        for x in np.unique(x_ids):  # the per-input loop
-            members = t_ids[x_ids == x]
-            h_t_given_x += len(members) / len(t_ids) * entropy_bits(np.unique(members, return_counts=True)[1])
-        h_t_given_y = 0.0
-        for c in np.unique(y):
-            members = t_ids[y == c]
-            h_t_given_y += len(members) / len(t_ids) * entropy_bits(np.unique(members, return_counts=True)[1])
-        out.append((h_t - h_t_given_x, h_t - h_t_given_y))
+        h_t = entropy_of_rows_bits(codes)
+        out.append((h_t - conditional_entropy_bits(codes, x_ids), h_t - conditional_entropy_bits(codes, y)))
     return np.asarray(out)
 
 
@@ -107,6 +112,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/speed.json")
     parser.add_argument("--seeds", type=int, default=50, help="ensemble size for the training comparison")
     parser.add_argument("--epochs", type=int, default=40, help="timed training epochs per configuration")
+    parser.add_argument("--only", choices=("all", "estimators", "training"), default="all",
+                        help="run only the estimator or only the training comparison")
     args = parser.parse_args()
 
     data = load_dataset("12bit")
@@ -115,38 +122,51 @@ def main() -> None:
     with torch.no_grad():
         layers = model.forward_layers(torch.as_tensor(data.x))
     mi_set = MISet.from_arrays(data.x, data.y)
-    np_layers = [h.double().numpy() for h in layers]
-    x_ids, y = mi_set.x_ids.numpy(), mi_set.y.numpy()
 
     report: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "processor": platform.processor(),
         "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "n": len(y), "layers": len(layers),
+        "n": mi_set.n, "layers": len(layers),
     }
-    fast_s, fast = timed(lambda: Binning(0.07).estimate(layers, mi_set)["binning"], args.repeats)
-    ref_s, ref = timed(lambda: reference_binning(np_layers, x_ids, y, 0.07), 1)
-    assert np.allclose(np.stack(fast, axis=1), ref), "binning results differ"
+    if args.only != "training":
+        report.update(estimator_speed(layers, mi_set, args.repeats))
+    if args.only != "estimators":
+        report["training"] = training_report(args.seeds, args.epochs)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+def estimator_speed(layers: list[torch.Tensor], mi_set: MISet, repeats: int) -> dict:
+    np_layers = [h.double().numpy() for h in layers]
+    x_ids, y = mi_set.x_ids.numpy(), mi_set.y.numpy()
+    report: dict = {}
+    fast_s, fast = timed(lambda: Binning(0.07).estimate(layers, mi_set)["binning"], repeats)
+    # The activations' own dtype (float32), as Binning and the anchors bin them: identical codes.
+    ref_s, ref = timed(lambda: reference_binning([h.numpy() for h in layers], x_ids, y, 0.07), 1)
+    assert np.allclose(np.stack(fast, axis=1), ref, rtol=0, atol=1e-9), "binning results differ"
     report["binning_all_layers"] = {"ibtui_ms": round(fast_s * 1000, 2), "reference_ms": round(ref_s * 1000, 1),
                                     "speedup": round(ref_s / fast_s, 1)}
 
-    fast_s, fast = timed(lambda: KDE(1e-3).estimate(layers, mi_set)["kde_upper"][0], args.repeats)
+    fast_s, fast = timed(lambda: KDE(1e-3).estimate(layers, mi_set)["kde_upper"][0], repeats)
     ref_s, ref = timed(lambda: reference_kde_upper_ixt(np_layers, 1e-3), 1)
     assert np.allclose(fast, ref, atol=1e-6), "KDE results differ"
     report["kde_upper_all_layers"] = {"ibtui_ms": round(fast_s * 1000, 1), "reference_ms": round(ref_s * 1000, 1),
                                       "speedup": round(ref_s / fast_s, 1),
                                       "note": "ibtui computes the upper and the lower bound and I(T;Y) in that time"}
-    single = training_speed(1, args.epochs)
-    together = training_speed(args.seeds, args.epochs)
-    one_thread = training_speed(args.seeds, args.epochs, threads=1)
-    report["training"] = {
+    return report
+
+
+def training_report(seeds: int, epochs: int) -> dict:
+    single = training_speed(1, epochs)
+    together = training_speed(seeds, epochs)
+    one_thread = training_speed(seeds, epochs, threads=1)
+    return {
         "one_network": single, "ensemble": together, "ensemble_one_thread": one_thread,
         "speedup_per_network_epoch": round(together["network_epochs_per_s"] / single["network_epochs_per_s"], 1),
         "speedup_one_thread": round(one_thread["network_epochs_per_s"] / single["network_epochs_per_s"], 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from conftest import mi_samples
 from ibtui.errors import UserError
 from ibtui.estimators import Binning, FixedBinning, MISet
-from ibtui.estimators.binning import row_ids
+from ibtui.estimators.binning import binned_plane, row_ids
 
 BOTH = [FixedBinning(), Binning()]
 BITS_12 = np.array([[(i >> k) & 1 for k in range(12)] for i in range(4096)], dtype=np.float64)
@@ -187,3 +187,95 @@ def test_validate_rejects_impossible_parameters_in_one_line(est, fragment):
 @pytest.mark.parametrize("est", [FixedBinning(), Binning(), FixedBinning(bins=2, low=0.0, high=5.0)])
 def test_validate_accepts_defaults_and_sensible_parameters(est):
     est.validate()
+
+
+# ---- the fast counting paths (packed row ids, bincount / int32 / int64 sorts, all-distinct shortcut)
+def brute_force_plane(codes: np.ndarray, x_ids, y) -> tuple[float, float]:
+    """I(X;T), I(T;Y) from joint counts of tuples: H(T) − (H(X,T) − H(X)), H(T) − (H(T,Y) − H(Y))."""
+    rows = [tuple(r) for r in np.asarray(codes).tolist()]
+    x_ids, y = np.asarray(x_ids).tolist(), np.asarray(y).tolist()
+
+    def h(keys) -> float:
+        counts = np.array(list(Counter(keys).values()), dtype=np.float64)
+        return entropy_bits(counts / counts.sum())
+
+    h_t = h(rows)
+    return (h_t - (h(list(zip(x_ids, rows))) - h(x_ids)), h_t - (h(list(zip(rows, y))) - h(y)))
+
+
+@pytest.mark.parametrize("case", ["narrow", "int32_sort", "int64_sort", "overflow", "huge_columns"])
+@pytest.mark.parametrize("distinct_inputs", [True, False])
+def test_binned_plane_matches_brute_force_counting_on_every_counting_path(case, distinct_inputs):
+    rng = np.random.default_rng(["narrow", "int32_sort", "int64_sort", "overflow", "huge_columns"].index(case))
+    n = 500
+    scale, d = {"narrow": (2, 3), "int32_sort": (6, 8), "int64_sort": (30, 12), "overflow": (2**20, 9),
+                "huge_columns": (2**62, 4)}[case]
+    layers = [rng.integers(-scale, scale, size=(n // 3, d))[rng.integers(0, n // 3, n)] for _ in range(3)]
+    layers.append(rng.integers(-scale, scale, size=(n, 2 * d)))  # all rows distinct
+    x_ids = rng.permutation(n) if distinct_inputs else rng.integers(0, n // 4, n) * 7 + 3
+    y = rng.integers(0, 3, n)
+    ixt, ity = binned_plane([torch.as_tensor(c) for c in layers], make_mi_set(x_ids, y))
+    expected = np.array([brute_force_plane(c, x_ids, y) for c in layers])
+    np.testing.assert_allclose(ixt, expected[:, 0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ity, expected[:, 1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("est, to_codes", [
+    (FixedBinning(bins=12), lambda a: np.digitize(a, np.linspace(-1.0, 1.0, 12))),
+    (Binning(bin_size=0.2), lambda a: np.floor(a / 0.2).astype(np.int64)),
+], ids=["binning_fixed", "binning"])
+def test_pooled_mi_set_with_noisy_copies_matches_brute_force(est, to_codes):
+    rng = np.random.default_rng(3)
+    base = MISet.from_arrays(np.arange(64)[:, None], rng.integers(0, 2, 64))
+    pooled = base.pooled(5)  # each input 5 times, its binned rows differ between copies: H(T|X) > 0
+    clean = np.tanh(rng.normal(size=(64, 2)))
+    layer = np.tanh(np.arctanh(clean)[np.tile(np.arange(64), 5)] + 0.4 * rng.normal(size=(320, 2)))
+    (ixt,), (ity,) = est.estimate([torch.as_tensor(layer)], pooled)[est.kind]
+    expected_ixt, expected_ity = brute_force_plane(to_codes(layer), pooled.x_ids.numpy(), pooled.y.numpy())
+    assert expected_ixt < pooled.h_x - 0.5  # the repeats really do spread over bins
+    assert ixt == pytest.approx(expected_ixt, abs=1e-12)
+    assert ity == pytest.approx(expected_ity, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_codes_equal_torchs_floor_and_bucketize_codes_also_on_bin_edges(dtype):
+    rng = np.random.default_rng(4)
+    edges = np.linspace(-1.0, 1.0, 30)
+    values = np.concatenate([rng.uniform(-1.3, 1.3, 3000), edges, np.nextafter(edges, 2), np.nextafter(edges, -2),
+                             np.arange(-15, 16) * 0.07, [0.0, -0.0, 5.0, -5.0]])
+    values = values[: len(values) // 3 * 3].reshape(-1, 3)
+    layers = [torch.as_tensor(values, dtype=dtype), torch.as_tensor(values[:, :1].copy(), dtype=dtype)]
+    mi_set = make_mi_set(np.arange(len(values)) // 2, np.arange(len(values)) % 3)
+    for est, torch_codes in [
+        (Binning(bin_size=0.07), lambda h: torch.floor(h / 0.07).long()),
+        (FixedBinning(), lambda h: torch.bucketize(h, torch.as_tensor(edges, dtype=h.dtype), right=True)),
+    ]:
+        fast = est.estimate(layers, mi_set)[est.kind]
+        expected = binned_plane([torch_codes(h) for h in layers], mi_set)
+        np.testing.assert_array_equal(np.stack(fast), np.stack(expected))
+
+
+def test_edge_index_equals_searchsorted_for_uneven_and_tiny_edge_spacings():
+    from ibtui.estimators.binning import _edge_index
+
+    rng = np.random.default_rng(5)
+    for low, high, bins, dtype in [(-1.0, 1.0, 30, np.float32), (0.0, 1e-6, 7, np.float32),
+                                   (-3.0, 17.0, 2, np.float64), (0.0, 1e-300, 5, np.float64)]:
+        edges = np.linspace(low, high, bins).astype(dtype)
+        values = np.concatenate([rng.uniform(low - (high - low), high + (high - low), 999), edges,
+                                 np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf), [1e30, -1e30]])
+        values = values.astype(dtype).reshape(-1, 1)
+        np.testing.assert_array_equal(_edge_index(values, edges), np.searchsorted(edges, values, side="right"))
+
+
+@pytest.mark.parametrize("est", BOTH, ids=lambda e: e.kind)
+def test_one_sample_and_mixed_dtypes_and_non_numpy_dtypes(est):
+    one = est.estimate([torch.tensor([[0.3, -0.2]])], make_mi_set([0], [0]))[est.kind]
+    assert (one[0][0], one[1][0]) == (0.0, 0.0)
+    rng = np.random.default_rng(6)
+    a = np.tanh(rng.normal(size=(200, 3)))
+    mi_set = make_mi_set(np.arange(200), np.arange(200) % 2)
+    mixed = est.estimate([torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(a)], mi_set)[est.kind]
+    half = est.estimate([torch.as_tensor(a, dtype=torch.float16)], mi_set)[est.kind]  # the torch path
+    assert np.all(np.isfinite(np.stack(mixed))) and np.all(np.isfinite(np.stack(half)))
+    assert 0.0 < half[0][0] <= math.log2(200) + 1e-12

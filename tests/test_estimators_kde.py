@@ -180,3 +180,40 @@ def test_validate_rejects_impossible_parameters_in_one_line(est, fragment):
 
 def test_validate_accepts_defaults():
     KDE().validate()
+
+
+# ---- the fast path (class-ordered sums, symmetric blocks, clamped exponents, 4th powers) vs the formula
+def direct_kde_bits(points: np.ndarray, labels: np.ndarray, variance: float) -> tuple[float, float]:
+    """The module docstring's formulas, directly: full float64 distance matrix and logsumexp."""
+    n = len(points)
+    dists = ((points[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)
+    log_kernel = -dists / (2 * variance)
+    log_all = logsumexp(log_kernel, axis=1) - np.log(n)
+    log_own = np.array([logsumexp(log_kernel[i, labels == labels[i]]) - np.log(np.sum(labels == labels[i]))
+                        for i in range(n)])
+    return -log_all.mean() / np.log(2), (log_own - log_all).mean() / np.log(2)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 299, 300, 1000])
+def test_matches_direct_logsumexp_formula_for_every_chunk_size(chunk_size):
+    rng = np.random.default_rng(3)
+    points = np.tanh(rng.normal(size=(300, 4)))
+    points[10] = points[11]  # a duplicate pair
+    labels = rng.integers(0, 4, 300)
+    labels[123] = 4  # a class with one sample
+    for var in (1e-3, 1e-1):
+        b = bounds(points, labels, var, chunk_size=chunk_size)
+        np.testing.assert_allclose(b["kde_upper"], direct_kde_bits(points, labels, var), rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(b["kde_lower"], direct_kde_bits(points, labels, 4 * var), rtol=1e-11, atol=1e-12)
+
+
+def test_kde_mi_bits_with_unrelated_variances_and_far_apart_clusters_matches_formula():
+    from ibtui.estimators.kde import kde_mi_bits
+
+    rng = np.random.default_rng(4)
+    points = np.concatenate([rng.normal(size=(90, 2)) * 0.05, 3.0 + rng.normal(size=(60, 2)) * 0.05])
+    labels = (rng.random(150) < 0.3).astype(np.int64)
+    variances = (1e-4, 3e-3, 0.5, 4e-3)  # exponents far below the clamp, one 4x pair, one unrelated
+    got = kde_mi_bits(torch.as_tensor(points), torch.as_tensor(labels), 2, variances, 16).numpy()
+    expected = np.array([direct_kde_bits(points, labels, v) for v in variances])
+    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-12)

@@ -1,0 +1,122 @@
+"""Live TUI overhead: the same run headless (`ibtui run`) and inside the app in a real terminal.
+
+    python benchmarks/tui_overhead.py [--epochs 600] [--repeats 2] [--out benchmarks/results/tui_overhead.json]
+
+The run: 12-bit task, saxe-tanh settings (Adam 4e-4, batch 256, binning 0.07 and KDE σ² = 1e-3 on
+all 4096 samples, the stepped ibsgd schedule), ``--epochs`` epochs on the CPU. In the app it is
+launched with `l` from the home screen of `ibtui` running in tmux (120×40) and watched live to
+its end. Headless and in-app runs alternate; each run's own wall time (meta.json) is compared,
+so the figure is how much the app (rendering, event handling) slows the engine beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tui_latency import tmux, wait_for
+
+PRESET = """description = "overhead benchmark: saxe-tanh settings, binning and KDE, stepped schedule"
+[data]
+dataset = "12bit"
+[model]
+widths = [10, 7, 5, 4, 3]
+activation = "tanh"
+[train]
+optimizer = "adam"
+lr = 0.0004
+batch_size = 256
+epochs = {epochs}
+device = "cpu"
+[schedule]
+kind = "stepped"
+[estimators.binning]
+bin_size = 0.07
+[estimators.kde]
+noise_variance = 0.001
+"""
+
+
+def newest_run(runs: Path, before: set[Path]) -> Path:
+    return next(p for p in runs.iterdir() if p not in before)
+
+
+def wait_done(run: Path, timeout: float) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            meta = json.loads((run / "meta.json").read_text())
+            if meta.get("status") in ("done", "failed", "stopped"):
+                return meta
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{run} did not finish in {timeout} s")
+
+
+def headless(workdir: Path, env: dict) -> float:
+    runs = workdir / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
+    subprocess.run([sys.executable, "-m", "ibtui", "run", "-p", "quick", "--quiet", "--json"], cwd=workdir, env=env,
+                   check=True, capture_output=True)
+    return float(wait_done(newest_run(runs, before), 10)["wall_seconds"])
+
+
+def in_app(workdir: Path, env: dict, socket: str) -> float:
+    runs = workdir / "runs"
+    runs.mkdir(exist_ok=True)
+    before = set(runs.iterdir())
+    ibtui = shutil.which("ibtui") or f"{sys.executable} -m ibtui"
+    tmux(socket, "new-session", "-d", "-s", "b", "-x", "120", "-y", "40",
+         f"cd {workdir} && env IBTUI_CONFIG_DIR={env['IBTUI_CONFIG_DIR']} TERM=xterm-256color {ibtui}; sleep 600")
+    try:
+        wait_for(socket, r"Presets")
+        tmux(socket, "send-keys", "-t", "b", "l")
+        wait_for(socket, r"running · epoch \d+/")
+        meta = wait_done(newest_run(runs, before), 3600)
+    finally:
+        tmux(socket, "kill-server")
+    return float(meta["wall_seconds"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/tui_overhead.json")
+    args = parser.parse_args()
+    if shutil.which("tmux") is None:
+        raise SystemExit("tmux is needed")
+    workdir = Path(tempfile.mkdtemp(prefix="ibtui-overhead-"))
+    (workdir / "config" / "presets").mkdir(parents=True)
+    (workdir / "config" / "presets" / "quick.toml").write_text(PRESET.format(epochs=args.epochs))
+    env = {**os.environ, "IBTUI_CONFIG_DIR": str(workdir / "config")}
+    socket = f"ibtui-overhead-{os.getpid()}"
+    times: dict[str, list[float]] = {"headless": [], "app": []}
+    try:
+        for _ in range(args.repeats):
+            times["headless"].append(headless(workdir, env))
+            times["app"].append(in_app(workdir, env, socket))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    h, a = statistics.median(times["headless"]), statistics.median(times["app"])
+    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "cpus": os.cpu_count(),
+              "epochs": args.epochs, "headless_s": times["headless"], "app_s": times["app"],
+              "overhead_percent": round(100 * (a / h - 1), 1), "target_percent": 10}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
