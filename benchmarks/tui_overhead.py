@@ -37,6 +37,7 @@ lr = 0.0004
 batch_size = 256
 epochs = {epochs}
 device = "cpu"
+threads = {threads}
 [schedule]
 kind = "stepped"
 [estimators.binning]
@@ -92,13 +93,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="train.threads of the run (0: the engine's default)")
     parser.add_argument("--out", default="benchmarks/results/tui_overhead.json")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
         raise SystemExit("tmux is needed")
     workdir = Path(tempfile.mkdtemp(prefix="ibtui-overhead-"))
     (workdir / "config" / "presets").mkdir(parents=True)
-    (workdir / "config" / "presets" / "quick.toml").write_text(PRESET.format(epochs=args.epochs))
+    (workdir / "config" / "presets" / "quick.toml").write_text(PRESET.format(epochs=args.epochs, threads=args.threads))
     env = {**os.environ, "IBTUI_CONFIG_DIR": str(workdir / "config")}
     socket = f"ibtui-overhead-{os.getpid()}"
     times: dict[str, list[float]] = {"headless": [], "app": []}
@@ -110,7 +112,7 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     h, a = statistics.median(times["headless"]), statistics.median(times["app"])
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "cpus": os.cpu_count(),
-              "epochs": args.epochs, "headless_s": times["headless"], "app_s": times["app"],
+              "epochs": args.epochs, "threads": args.threads, "headless_s": times["headless"], "app_s": times["app"],
               "overhead_percent": round(100 * (a / h - 1), 1), "target_percent": 10}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

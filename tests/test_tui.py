@@ -544,3 +544,15 @@ def test_a_title_wider_than_the_plot_is_shortened_not_dropped():
     view.apply({"type": "measure", "epoch": 10000, "planes": {"kde_upper": {"ixt": [1.0, 0.5], "ity": [0.5, 0.2]}}})
     figure = plane_figure(view, "kde_upper", 40, 20)
     assert "kde_upper · epoch 10000" in figure and "…" in figure
+
+
+def test_epoch_events_alone_do_not_invalidate_the_plane_but_measures_do():
+    view = RunView()
+    for event in fake_stream(epochs=4, end=False)[:2]:
+        view.apply(event)
+    before = view.plane_version
+    view.apply({"type": "epoch", "epoch": 1, "epochs": 4, "train_loss": 0.5, "train_acc": 0.8,
+                "test_loss": 0.6, "test_acc": 0.7})
+    assert view.plane_version == before and len(view.curves["epoch"]) == 1  # the curves still change
+    view.apply(measure(1))
+    assert view.plane_version == before + 1

@@ -479,8 +479,10 @@ def run_ray(sweep: Sweep, cells: list[Cell], address: str | None, retries: int, 
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(**{"address": None if address in (None, "local") else address, "include_dashboard": False,
-                        "log_to_driver": False, "logging_level": logging.ERROR, **(init_kwargs or {})})
+            local = address in (None, "local")  # a new single-node instance, on the loopback interface
+            ray.init(**{"address": None if local else address, "include_dashboard": False, "log_to_driver": False,
+                        "logging_level": logging.ERROR, **({"_node_ip_address": "127.0.0.1"} if local else {}),
+                        **(init_kwargs or {})})
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot connect to Ray at {address}: {_first_line(exc)}") from None
     threads = max(1, math.floor(cpus_per_cell))

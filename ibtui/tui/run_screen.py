@@ -6,6 +6,8 @@ following it while it is still being written). State lives in :class:`RunView`.
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +102,8 @@ class RunScreen(Screen):
         with Horizontal(id="body"):
             yield PlotView(self.main_figure, self.stamp, id="plane")
             with Vertical(id="side"):
-                yield PlotView(lambda w, h: schedule_figure(view, w, h), lambda: view.version, id="schedule")
-                yield PlotView(lambda w, h: curves_figure(view, w, h), lambda: view.version, id="curves")
+                yield PlotView(lambda w, h: schedule_figure(view, w, h), lambda: view.plane_version, id="schedule")
+                yield PlotView(lambda w, h: curves_figure(view, w, h), self.curves_stamp, id="curves")
         yield Static(id="status")
         log = RichLog(id="log", max_lines=500, wrap=False, markup=False)
         log.can_focus = False  # arrows, Home and End move the epoch cursor, not the log
@@ -175,7 +177,12 @@ class RunScreen(Screen):
         return plane_figure(self.view, self.plane, width, height, self.cursor)
 
     def stamp(self) -> tuple:
-        return (self.view.version, self.plane, self.cursor, self.family, self.family_layer)
+        return (self.view.plane_version, self.plane, self.cursor, self.family, self.family_layer)
+
+    def curves_stamp(self) -> tuple:
+        """The curves change every epoch: while the run trains, redraw them once a second at most."""
+        return (len(self.view.curves["epoch"]), self.view.status) if not self.view.running else \
+            (int(time.monotonic()), self.view.status)
 
     def redraw(self) -> None:
         for plot in self.query("PlotView"):
@@ -319,7 +326,7 @@ class CompareScreen(Screen):
         yield Header()
         with Horizontal(id="compare"):
             for i, view in enumerate(self.views):
-                yield PlotView(self._drawer(view), lambda: (self.plane, self.cursor, *[v.version for v in self.views]),
+                yield PlotView(self._drawer(view), lambda: (self.plane, self.cursor, *[v.plane_version for v in self.views]),
                                id=f"plane-{i}")
         yield Static(id="status")
         yield Footer()

@@ -23,6 +23,9 @@ from ibtui.engine.store import CONFIG, CURVES, EVENTS, META, read_meta, read_npz
 from ibtui.errors import UserError
 
 
+GRADIENT_REDRAW = 10  # epochs between redraws of the plane's drift→diffusion marks in a live run
+
+
 @dataclass
 class RunView:
     """The state of one run as the UI sees it. Values in bits; epochs as the engine counts them."""
@@ -53,6 +56,10 @@ class RunView:
     log: deque = field(default_factory=lambda: deque(maxlen=500))
     log_count: int = 0  # lines ever logged (the log deque keeps the last 500)
     version: int = 0
+    # bumped only by what the plane and schedule plots show (measures, status, analyses, and the
+    # gradient marks every GRADIENT_REDRAW epochs), not by every epoch's curves: a live run
+    # redraws its plane when it was measured, not at every epoch
+    plane_version: int = 0
     started: float | None = None
     _rate: tuple[float, int] | None = None  # (time, epoch) of the first epoch event
     _offset: int = 0  # bytes of events.jsonl already read (replay follow)
@@ -197,6 +204,9 @@ class RunView:
         elif kind == "log":
             self.add_log(str(event.get("message", "")))
         self.version += 1
+        if kind not in ("epoch", "log") or (self.grad_epochs and self.grad_epochs[-1] == self.epochs_done
+                                             and self.epochs_done % GRADIENT_REDRAW == 0):
+            self.plane_version += 1
 
     def _set_meta(self, meta: dict[str, Any]) -> None:
         self.meta = dict(meta)
@@ -294,6 +304,7 @@ class RunView:
         self._offset += end
         if count:
             self.version += 1
+            self.plane_version += 1
         return count
 
     def refresh_meta(self) -> None:
@@ -311,6 +322,7 @@ class RunView:
             if isinstance(done, int) and not isinstance(done, bool):
                 self.epochs_done = done
             self.version += 1
+            self.plane_version += 1
 
     def load_analyses(self) -> int:
         """Add the planes of the run's stored analyses (``analysis/``); returns how many families.
@@ -351,6 +363,7 @@ class RunView:
                     self.plane_names.append(plane)
             self.families[name] = planes
             self.version += 1
+            self.plane_version += 1
         return len(self.families)
 
     def family_of(self, plane: str) -> str | None:
