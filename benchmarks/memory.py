@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import struct
 import subprocess
@@ -25,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from report import header, write_report
+
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """An uncompressed IDX file of unsigned bytes (magic 0x08, ndim), as MNIST's."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+    prefix = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(prefix + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 def fake_mnist(directory: Path, seed: int = 0) -> None:
@@ -65,12 +65,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/memory.json")
     args = parser.parse_args()
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "cpus": os.cpu_count(),
+    report = {**header(),
               **peak_memory(args.preset, args.epochs)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 from tui_latency import tmux, wait_for
+from report import header, write_report
 
 PRESET = """description = "overhead benchmark: saxe-tanh settings, binning and KDE, stepped schedule"
 [data]
@@ -111,13 +111,10 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     h, a = statistics.median(times["headless"]), statistics.median(times["app"])
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "cpus": os.cpu_count(),
+    report = {**header(),
               "epochs": args.epochs, "threads": args.threads, "headless_s": times["headless"], "app_s": times["app"],
               "overhead_percent": round(100 * (a / h - 1), 1), "target_percent": 10}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

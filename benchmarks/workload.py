@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from ibtui.engine.schedule import static_epochs
 from ibtui.engine.store import read_events, read_meta
+
+from report import header, write_report
 
 EPOCHS = 10000
 
@@ -59,7 +58,7 @@ def main() -> None:
     n_measured = len(static_epochs("stepped", EPOCHS))
     projected = train_per_epoch * EPOCHS + mi_per_measure * n_measured
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "cpus": os.cpu_count(),
+        **header(),
         "device": meta.get("device"), "seeds": args.seeds, "epochs_run": epochs, "wall_seconds": round(wall, 1),
         "train_seconds_per_epoch": round(train_per_epoch, 4), "measure_seconds_per_measured_epoch": round(mi_per_measure, 3),
         "measured_epochs_in_10000": n_measured,
@@ -69,10 +68,7 @@ def main() -> None:
         "of_which_measurement_minutes": round(mi_per_measure * n_measured / 60, 1),
         "target_minutes_2_cpus": 20, "target_seconds_h100": 60,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":
