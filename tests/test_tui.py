@@ -556,3 +556,17 @@ def test_epoch_events_alone_do_not_invalidate_the_plane_but_measures_do():
     assert view.plane_version == before and len(view.curves["epoch"]) == 1  # the curves still change
     view.apply(measure(1))
     assert view.plane_version == before + 1
+
+
+def test_the_status_line_follows_epoch_events_within_a_redraw_interval():
+    view = RunView(status="running", epochs_total=10)  # already running: no status change to redraw on
+    epochs = [e for e in fake_stream(epochs=10, end=False) if e["type"] == "epoch"]
+    screen = RunScreen(view, worker=FakeWorker(epochs, stays_alive=True))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.epochs_done == 10)
+            await pilot.pause(0.7)  # one redraw interval (0.5 s) and a margin
+            assert "epoch 10/10" in status_text(screen)
+
+    asyncio.run(scenario())

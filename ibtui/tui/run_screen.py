@@ -91,6 +91,7 @@ class RunScreen(Screen):
         self.playing = False
         self._log_seen = 0
         self._exited = False
+        self._status_stale = False
 
     @property
     def live(self) -> bool:
@@ -149,7 +150,7 @@ class RunScreen(Screen):
     def apply_events(self, events: list[dict[str, Any]]) -> None:
         if not self.is_attached:  # the screen was closed while the drain thread was posting
             return
-        was_running = self.view.running
+        was_running, was_status = self.view.running, self.view.status
         for event in events:
             self.view.apply(event)
             if event.get("type") == "exit":
@@ -158,10 +159,14 @@ class RunScreen(Screen):
                 self.query_one("#log", RichLog).write(event["traceback"])
         if not self.plane and self.view.plane_names:
             self.plane = self.view.plane_names[0]
-        self.sub_title = self.view.title
+        if self.sub_title != self.view.title:
+            self.sub_title = self.view.title
         if was_running != self.view.running:
             self.refresh_bindings()
-        self.update_status()
+        if was_status != self.view.status:
+            self.update_status()
+        else:  # every epoch's event: the status line follows at the redraw rate (twice a second)
+            self._status_stale = True
         self.flush_log()
 
     def poll_disk(self) -> None:
@@ -185,10 +190,13 @@ class RunScreen(Screen):
             (int(time.monotonic()), self.view.status)
 
     def redraw(self) -> None:
+        if self._status_stale:
+            self.update_status()
         for plot in self.query("PlotView"):
             plot.refresh_if_stale()
 
     def update_status(self) -> None:
+        self._status_stale = False
         paused = bool(self.worker and self.worker.paused and self.view.running)
         self.query_one("#status", Static).update(
             status_line(self.view, self.plane, self.cursor, paused, self.family, self.family_layer))
