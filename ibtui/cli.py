@@ -401,7 +401,8 @@ def sweep(
     cell, plane and layer). The same command again skips the cells already done.
     """
     from ibtui.engine.runner import prepare
-    from ibtui.engine.sweep import Sweep, SweepSpec, default_workers, parse_grid, run_local, run_ray
+    from ibtui.engine.sweep import (Outcome, Sweep, SweepSpec, cell_result, default_workers, parse_grid, run_local,
+                                    run_ray)
 
     if ray_address is not None:
         backend = "ray"
@@ -417,8 +418,7 @@ def sweep(
         fail(f"--name '{name}' must be a plain directory name")
     try:
         spec = SweepSpec(preset, [parse_grid(g) for g in grid], list(overrides), seeds)
-        configs = {cell.name: spec.config(cell) for cell in spec.cells()}  # every cell valid before any runs
-        first = next(iter(configs.values()))
+        first, *_ = [spec.config(cell) for cell in spec.cells()]  # every cell valid before any runs
         # dataset and device problems surface now (a Ray driver need not have the cluster's GPUs)
         prepare(spec.config(spec.cells()[0], 0, *(['train.device="cpu"'] if backend == "ray" else [])))
         job = Sweep(spec, runs_dir or first.store.runs_dir, name)
@@ -429,8 +429,6 @@ def sweep(
     say = (lambda text: None) if quiet or as_json else (lambda text: err.print(text, highlight=False))
     say(f"[dim]sweep directory:[/] {escape(str(job.root))}  [dim]cells:[/] {len(job.cells)} "
         f"({len(done)} already done)  [dim]backend:[/] {backend}")
-    from ibtui.engine.sweep import Outcome, cell_result
-
     for cell in done:
         job.outcomes[cell.name] = Outcome(cell, "done", 0, None, cell_result(job.cell_dir(cell)))  # 0 tries: earlier
     if done:

@@ -27,6 +27,17 @@ def sweep_cli(tmp_path, *args):
     return runner.invoke(app, ["sweep", "-p", "quick", *TINY, "--runs-dir", str(tmp_path), "--workers", "2", *args])
 
 
+def recorder(sweep, check=lambda seen: None):
+    """An on_outcome callback recording each outcome in ``sweep`` (and the list it returns)."""
+    seen: list[Outcome] = []
+
+    def on_outcome(outcome):
+        seen.append(outcome)
+        sweep.record(outcome)
+        check(seen)
+    return on_outcome, seen
+
+
 def test_grid_expands_to_the_cartesian_product_in_order():
     spec = SweepSpec("quick", [parse_grid("model.activation=tanh,relu"),
                                parse_grid("estimators.binning.bin_size=0.01,0.07,0.3")])
@@ -169,15 +180,12 @@ def test_local_backend_reports_outcomes_as_cells_finish(tmp_path):
     spec = SweepSpec("quick", [parse_grid("model.activation=tanh,relu")], tiny_sets())
     sweep = Sweep(spec, tmp_path)
     sweep.open()
-    seen: list[Outcome] = []
 
-    def on_outcome(outcome):
-        seen.append(outcome)
-        sweep.record(outcome)
-        # the summary on disk already holds this cell when the next one is reported
+    def summary_holds_every_reported_cell(seen):
         on_disk = json.loads((sweep.root / "summary.json").read_text())
         assert sum(c["status"] == "done" for c in on_disk["cells"]) == len(seen)
 
+    on_outcome, seen = recorder(sweep, summary_holds_every_reported_cell)
     assert run_local(sweep, sweep.cells, workers=1, retries=0, on_outcome=on_outcome)
     assert [o.cell.name for o in seen] == [c.name for c in sweep.cells]  # one worker: in order
 
@@ -195,12 +203,7 @@ def test_ray_backend_runs_cells_as_ray_tasks_and_reports_a_failed_cell(tmp_path)
     spec = SweepSpec("quick", [parse_grid("train.lr=0.001,1e30")], tiny_sets(*(DIVERGING[i + 1] for i in (0, 2))))
     sweep = Sweep(spec, tmp_path)
     sweep.open()
-    seen: list[Outcome] = []
-
-    def on_outcome(outcome):
-        seen.append(outcome)
-        sweep.record(outcome)
-
+    on_outcome, seen = recorder(sweep)
     assert run_ray(sweep, sweep.cells, "local", retries=1, cpus_per_cell=1, gpus_per_cell=0, on_outcome=on_outcome,
                    init_kwargs={"num_cpus": 2, "object_store_memory": 100 << 20})
     assert not ray.is_initialized()  # the backend shut down the instance it started

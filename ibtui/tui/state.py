@@ -531,15 +531,21 @@ class SweepView:
 
 
 def sweep_row(path: Path) -> dict[str, Any]:
-    """A sweep's line in the list of runs."""
+    """A sweep's line in the list of runs: its cells' statuses from their meta.json only (the
+    runs themselves are loaded when the sweep is opened)."""
+    from ibtui.engine.sweep import SWEEP
+
     try:
-        view = SweepView.from_dir(path)
-    except UserError:
+        spec = json.loads((path / SWEEP).read_text())
+        names = [str(c["name"]) for c in spec["cells"]]
+    except (OSError, ValueError, KeyError, TypeError):
         return {"id": path.name, "path": str(path), "status": "unreadable", "preset": "?", "created": "", "epochs": ""}
-    try:
-        created = str(json.loads((path / "sweep.json").read_text()).get("created", ""))
-    except (OSError, ValueError, AttributeError):
-        created = ""
-    done = view.counts().get("done", 0)
-    return {"id": path.name, "path": str(path), "status": f"sweep {done}/{len(view.cells)} done",
-            "preset": view.preset, "created": created, "epochs": f"{len(view.cells)} cells"}
+    done = 0
+    for name in names:
+        try:
+            done += read_meta(path / name).get("status") == "done"
+        except UserError:
+            pass
+    return {"id": path.name, "path": str(path), "status": f"sweep {done}/{len(names)} done",
+            "preset": str(spec.get("preset", "?")), "created": str(spec.get("created", "")),
+            "epochs": f"{len(names)} cells"}
