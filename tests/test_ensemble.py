@@ -155,3 +155,44 @@ def test_plane_figure_of_an_ensemble_says_so_and_draws_the_band():
     without = plane_figure(single, "binning", 100, 30)
     assert "mean of 3 seeds" in with_band and "seeds" not in without
     assert with_band.count("•") > without.count("•")
+
+
+def test_fast_tanh_of_a_large_batch_matches_torch_tanh_and_its_gradient():
+    from ibtui.engine.model import FAST_TANH_MIN_ELEMENTS, fast_tanh
+
+    x = (torch.randn(FAST_TANH_MIN_ELEMENTS + 7) * 4).requires_grad_()
+    fast_tanh(x).pow(2).sum().backward()
+    fast_grad = x.grad.clone()
+    x.grad = None
+    torch.tanh(x).pow(2).sum().backward()
+    torch.testing.assert_close(fast_tanh(x.detach()), torch.tanh(x.detach()), rtol=0, atol=3e-7)
+    torch.testing.assert_close(fast_grad, x.grad, rtol=0, atol=1e-6)
+
+
+def _engine(runs_dir, **sections):
+    import logging
+
+    from ibtui.engine.runner import Engine, prepare
+
+    return Engine(prepare(tiny_config(runs_dir, **sections)), None, lambda event: None, logging.getLogger("test"))
+
+
+def test_members_estimated_side_by_side_in_threads_equal_members_estimated_one_by_one(runs_dir, monkeypatch):
+    from ibtui.engine.runner import Engine
+
+    engine = _engine(runs_dir, train={"seeds": 3, "threads": 2}, estimators=ESTIMATORS)
+    engine.train_epoch()
+    assert engine.member_workers(2) == 2
+    threaded = engine.measure(engine.model, 1)["planes"]
+    monkeypatch.setattr(Engine, "member_workers", lambda self, threads: 1)
+    serial = engine.measure(engine.model, 1)["planes"]
+    assert set(threaded) == set(serial) == {"binning", "kde_upper", "kde_lower"}
+    for plane in serial:
+        for key in ("ixt_seeds", "ity_seeds"):
+            np.testing.assert_allclose(threaded[plane][key], serial[plane][key], rtol=0, atol=1e-9)
+
+
+def test_an_estimator_using_the_global_rng_keeps_members_in_one_thread(runs_dir):
+    engine = _engine(runs_dir, train={"seeds": 3}, estimators={"binning": {"bin_size": 0.07}, "infonce": {}})
+    assert engine.member_workers(2) == 1
+    assert _engine(runs_dir, train={"seeds": 1}).member_workers(2) == 1

@@ -171,6 +171,7 @@ def test_non_finite_activations_raise(bad):
     (KDE(noise_variance=math.inf), "noise_variance"),
     (KDE(noise_variance=math.nan), "noise_variance"),
     (KDE(chunk_size=0), "chunk_size"),
+    (KDE(precision="float16"), "precision"),
 ])
 def test_validate_rejects_impossible_parameters_in_one_line(est, fragment):
     with pytest.raises(UserError, match=fragment) as info:
@@ -217,3 +218,33 @@ def test_kde_mi_bits_with_unrelated_variances_and_far_apart_clusters_matches_for
     got = kde_mi_bits(torch.as_tensor(points), torch.as_tensor(labels), 2, variances, 16).numpy()
     expected = np.array([direct_kde_bits(points, labels, v) for v in variances])
     np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 64, 300])
+def test_float32_precision_matches_direct_formula_within_1e_4_bits(chunk_size):
+    rng = np.random.default_rng(5)
+    points = np.tanh(2.0 * rng.normal(size=(300, 6)))  # tanh-like layer, partly saturated
+    points[10] = points[11]
+    labels = rng.integers(0, 3, 300)
+    for var in (1e-3, 1e-1):
+        b = bounds(points, labels, var, chunk_size=chunk_size, precision="float32")
+        np.testing.assert_allclose(b["kde_upper"], direct_kde_bits(points, labels, var), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(b["kde_lower"], direct_kde_bits(points, labels, 4 * var), rtol=0, atol=1e-4)
+
+
+def test_float32_precision_keeps_limiting_cases_exact():
+    far = np.arange(6, dtype=np.float64)[:, None] * 10.0
+    h_y = -(0.5 * math.log2(0.5)) * 2
+    for plane, (ixt, ity) in bounds(far, [0, 1, 0, 1, 0, 1], 1e-3, precision="float32").items():
+        assert ixt == pytest.approx(math.log2(6), abs=1e-9) and ity == pytest.approx(h_y, abs=1e-9)
+    same = np.ones((5, 3))
+    for ixt, ity in bounds(same, [0, 1, 0, 1, 1], 1e-3, precision="float32").values():
+        assert ixt == pytest.approx(0.0, abs=1e-9) and ity == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kernel_workspace_is_reused_across_calls():
+    from ibtui.estimators.kde import _workspace
+
+    first = _workspace(1000, torch.float32, torch.device("cpu"))
+    again = _workspace(500, torch.float32, torch.device("cpu"))
+    assert again.data_ptr() == first.data_ptr()

@@ -12,8 +12,36 @@ import math
 import torch
 from torch import nn
 
+FAST_TANH_MIN_ELEMENTS = 1 << 15
+"""CPU tensors this large take tanh as 2σ(2x) − 1 (``fast_tanh``); smaller ones, torch.tanh."""
+
+
+class _SigmoidTanh(torch.autograd.Function):
+    """tanh(x) = 2σ(2x) − 1: within 2e-7 of torch.tanh in float32, and several times faster on CPU
+    (torch's vectorised sigmoid against its scalar-speed tanh). Backward: (1 − y²)·grad, as tanh's."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.mul(x, 2.0).sigmoid_().mul_(2.0).sub_(1.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def fast_tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh for training: ``_SigmoidTanh`` for large CPU tensors (a 50-seed ensemble's batch), else
+    torch.tanh (a single network's batch, where the call's overhead dominates). Results agree to 2e-7."""
+    if x.device.type == "cpu" and x.numel() >= FAST_TANH_MIN_ELEMENTS and x.dtype == torch.float32:
+        return _SigmoidTanh.apply(x)
+    return torch.tanh(x)
+
+
 ACTIVATION_FNS = {
-    "tanh": torch.tanh,
+    "tanh": fast_tanh,
     "relu": torch.relu,
     "linear": lambda a: a,
     "sigmoid": torch.sigmoid,
@@ -89,6 +117,8 @@ class Ensemble(nn.Module):
     initial weights), so a one-member ensemble is one run and an S-member ensemble is S runs
     with those seeds. Weights ``weight.l`` are (S, out, in) and biases ``bias.l`` (S, 1, out);
     every forward takes inputs (S, B, D), one batch per member, or (B, D) shared by all.
+    Inside, activations are feature-major, (S, width, B): W·x as ``baddbmm(b, W, x)`` with the
+    batch as the long dimension is 5–10× faster on CPU than x·Wᵀ for these narrow layers.
     With ``quantize_bits`` > 0 every hidden activation goes through ``quantize`` while
     ``quantized`` is true (the softmax output stays float).
     """
@@ -128,18 +158,21 @@ class Ensemble(nn.Module):
         """Number of members S."""
         return len(self.seeds)
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.expand(self.size, *x.shape) if x.ndim == 2 else x
+    def _inputs(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """Inputs (B, D) or (size, B, D) as feature-major (size, D, B) (a view)."""
+        x = x.expand(size, *x.shape) if x.ndim == 2 else x
+        return x.transpose(1, 2)
 
     def _hidden(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S, the activation, and T = S + noise for a noisy network, else S itself)."""
-        a = self._act(torch.baddbmm(b, x, w.transpose(1, 2)))
+        """(S, the activation, and T = S + noise for a noisy network, else S itself), feature-major (S', out, B)."""
+        a = self._act(torch.baddbmm(b.transpose(1, 2), w, x))
         if self.quantized and self.quantize_bits:
             a = quantize(a, self.quantize_bits, *self.quantize_range)
         if not self.noisy:
             return a, a
-        return a, a + self.noise_std * torch.randn(a.shape, generator=self.generator(a.device), device=a.device,
-                                                   dtype=a.dtype)
+        noise = torch.randn((a.shape[0], a.shape[2], a.shape[1]), generator=self.generator(a.device), device=a.device,
+                            dtype=a.dtype)  # drawn batch-major (S', B, out), as before the feature-major layout
+        return a, a + self.noise_std * noise.transpose(1, 2)
 
     def generator(self, device: torch.device) -> torch.Generator:
         """The noise generator (seeded with the first member's seed + 2^32; its state is checkpointed)."""
@@ -163,15 +196,19 @@ class Ensemble(nn.Module):
             clone.noise_generator.set_state(generator.get_state())
         return clone
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (S, B, n_classes)."""
-        x = self._inputs(x)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, feature-major (S, n_classes, B): the layout ``F.cross_entropy`` takes as (N, C, d1)."""
+        x = self._inputs(x, self.size)
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             x = self._hidden(x, w, b)[1]
-        return torch.baddbmm(self.biases[-1], x, self.weights[-1].transpose(1, 2))
+        return torch.baddbmm(self.biases[-1].transpose(1, 2), self.weights[-1], x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (S, B, n_classes), contiguous."""
+        return self.logits(x).transpose(1, 2).contiguous()
 
     def forward_layers(self, x: torch.Tensor, members: slice = slice(None), centres: bool = False) -> list[torch.Tensor]:
-        """Per hidden layer, then the softmax output: activations (S', B, width) of ``members``.
+        """Per hidden layer, then the softmax output: activations (S', B, width) of ``members``, contiguous.
 
         x is (B, D), shared, or (S', B, D), one batch per selected member. In a noisy network the
         hidden layers are T = S + noise (one draw), or with ``centres`` the pre-noise S (the
@@ -179,14 +216,13 @@ class Ensemble(nn.Module):
         """
         weights = [w[members] for w in self.weights]
         biases = [b[members] for b in self.biases]
-        if x.ndim == 2:
-            x = x.expand(weights[0].shape[0], *x.shape)
+        x = self._inputs(x, weights[0].shape[0])
         outs = []
         for w, b in zip(weights[:-1], biases[:-1]):
             pre, x = self._hidden(x, w, b)
             outs.append(pre if centres else x)
-        outs.append(torch.softmax(torch.baddbmm(biases[-1], x, weights[-1].transpose(1, 2)), dim=2))
-        return outs
+        outs.append(torch.softmax(torch.baddbmm(biases[-1].transpose(1, 2), weights[-1], x), dim=1))
+        return [out.transpose(1, 2).contiguous() for out in outs]
 
     def state_arrays(self) -> dict[str, torch.Tensor]:
         """The weights under their checkpoint names (``weight.l``, ``bias.l``)."""

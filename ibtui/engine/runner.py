@@ -15,6 +15,7 @@ progress bars or the TUI's queue:
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import copy
 import os
@@ -195,7 +196,14 @@ EVAL_ROWS = 2048
 
 def _rows(prep: Prepared, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and labels of index rows ``idx`` (S, n): (S, n, D) and (S, n)."""
-    return prep.x_all[idx], prep.y_all[idx]
+    flat = idx.reshape(-1)  # index_select copies whole rows: several times faster than x_all[idx]
+    return prep.x_all.index_select(0, flat).view(*idx.shape, -1), prep.y_all.index_select(0, flat).view(idx.shape)
+
+
+def _predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted classes (S, B) of feature-major logits (S, C, B) (argmax over a contiguous last dim:
+    many times faster than over the strided class dimension)."""
+    return logits.detach().transpose(1, 2).contiguous().argmax(2)
 
 
 @contextlib.contextmanager
@@ -221,9 +229,9 @@ def _evaluate(model: Ensemble, prep: Prepared, idx: torch.Tensor) -> tuple[np.nd
     correct = torch.zeros(size, dtype=torch.float64, device=idx.device)
     for start in range(0, n, EVAL_ROWS):
         x, y = _rows(prep, idx[:, start:start + EVAL_ROWS])
-        logits = model(x)
-        loss += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).sum(1)
-        correct += (logits.argmax(2) == y).sum(1)
+        logits = model.logits(x)
+        loss += F.cross_entropy(logits, y, reduction="none").sum(1)
+        correct += (_predictions(logits) == y).sum(1)
     return (loss / n).cpu().numpy(), (correct / n).cpu().numpy()
 
 
@@ -287,6 +295,7 @@ class Engine:
         p, bs = self.prep, self.cfg.train.batch_size
         size, n = p.train_idx.shape
         order = torch.stack([torch.randperm(n, generator=g) for g in self.batch_gens]).to(p.device)
+        rows = p.train_idx.gather(1, order)  # (S, n): each member's epoch order of its training rows
         self.model.train()
         loss_sum = torch.zeros(size, device=p.device)
         correct = torch.zeros(size, device=p.device)
@@ -295,9 +304,9 @@ class Engine:
             grad_sum = [torch.zeros_like(w) for w in self.model.weights]
             grad_sq = [torch.zeros_like(w) for w in self.model.weights]
         for start in range(0, n, bs):
-            x, y = _rows(p, p.train_idx.gather(1, order[:, start:start + bs]))
-            logits = self.model(x)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+            x, y = _rows(p, rows[:, start:start + bs])
+            logits = self.model.logits(x)  # (S, C, B)
+            losses = F.cross_entropy(logits, y, reduction="none").mean(1)
             self.opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # members share no weights: each gets its own mean-loss gradient
             if stats:
@@ -306,7 +315,7 @@ class Engine:
                     squares.addcmul_(w.grad, w.grad)
             self.opt.step()
             loss_sum += losses.detach() * y.shape[1]
-            correct += (logits.detach().argmax(2) == y).sum(1)
+            correct += (_predictions(logits) == y).sum(1)
         if stats:
             batches = -(-n // bs)
             self.gradient_norms = [_gradient_norms(total, squares, batches) for total, squares in zip(grad_sum, grad_sq)]
@@ -330,6 +339,14 @@ class Engine:
         per_member = p.mi_idx.shape[1] * (sum(self.cfg.model.widths) + p.dataset.n_classes) * 4
         return max(1, min(self.model.size, (256 << 20) // max(per_member, 1)))
 
+    def member_workers(self, threads: int) -> int:
+        """Threads that estimate members side by side (each with one torch thread): up to ``threads``
+        for an ensemble on the CPU whose estimators are all thread-safe; else 1 (torch's own threads)."""
+        safe = all(est.thread_safe for est in self.cfg.estimators.values())
+        if self.model.size < 2 or not safe or self.prep.device.type != "cpu":
+            return 1
+        return max(1, min(threads, self.model.size))
+
     @torch.no_grad()
     def measure(self, model: Ensemble, epoch: int) -> dict[str, Any]:
         """Every estimator's plane for every member on its MI set, plus loss/accuracy.
@@ -345,27 +362,47 @@ class Engine:
         current: list[list[torch.Tensor]] = []  # per member, per layer (as if random only)
         pooled: dict[str, dict[str, Any]] = {}
         chunk = self.member_chunk()
-        with torch_threads(self.cfg.train.threads):  # 0: all cores (the pairwise KDE work scales)
-            for first in range(0, model.size, chunk):
-                members = slice(first, min(first + chunk, model.size))
-                x_mi = p.x_all[p.mi_idx[members]]
-                layers = model.forward_layers(x_mi, members)
-                for i, layer in enumerate(layers):
-                    bad = (~torch.isfinite(layer)).flatten(1).any(1).nonzero()
-                    if len(bad):
-                        raise Diverged(f"activations of layer {model.layer_names[i]} of seed "
-                                       f"{model.seeds[first + int(bad[0])]} are NaN/inf at epoch {epoch}")
-                draws = self.centre_draws(model, x_mi, members)
-                for j in range(layers[0].shape[0]):
-                    member_layers = [layer[j] for layer in layers]
-                    for est in self.cfg.estimators.values():
-                        given = [d[:, j] for d in draws[est.draws]] if est.needs_centres else member_layers
-                        for name, (ixt, ity) in est.estimate(given, p.mi_sets[first + j]).items():
-                            per_member.setdefault(name, []).append((np.asarray(ixt), np.asarray(ity)))
+        threads = self.cfg.train.threads or torch.get_num_threads()
+        workers = self.member_workers(threads)
+        pool = concurrent.futures.ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) \
+            if workers > 1 else None
+        # 0 threads: all cores (the pairwise KDE work scales), as one thread per member at a time
+        # (no per-operation fork and join, each core on its own kernel blocks) or, for one member, inside it
+        try:
+            with torch_threads(1 if pool else self.cfg.train.threads):
+                for first in range(0, model.size, chunk):
+                    members = slice(first, min(first + chunk, model.size))
+                    x_mi = p.x_all[p.mi_idx[members]]
+                    layers = model.forward_layers(x_mi, members)
+                    for i, layer in enumerate(layers):
+                        bad = (~torch.isfinite(layer)).flatten(1).any(1).nonzero()
+                        if len(bad):
+                            raise Diverged(f"activations of layer {model.layer_names[i]} of seed "
+                                           f"{model.seeds[first + int(bad[0])]} are NaN/inf at epoch {epoch}")
+                    draws = self.centre_draws(model, x_mi, members)
+
+                    def member_planes(j: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+                        """Every estimator's planes for member first + j: (name, ixt, ity) in order."""
+                        member_layers = [layer[j] for layer in layers]
+                        out = []
+                        with torch.no_grad():  # grad mode is per thread
+                            for est in self.cfg.estimators.values():
+                                given = [d[:, j] for d in draws[est.draws]] if est.needs_centres else member_layers
+                                for name, (ixt, ity) in est.estimate(given, p.mi_sets[first + j]).items():
+                                    out.append((name, np.asarray(ixt), np.asarray(ity)))
+                        return out
+
+                    indices = range(layers[0].shape[0])
+                    for planes_j in (pool.map(member_planes, indices) if pool else map(member_planes, indices)):
+                        for name, ixt, ity in planes_j:
+                            per_member.setdefault(name, []).append((ixt, ity))
                     if self.pool_suffix:
-                        current.append([layer.detach().to("cpu", copy=True) for layer in member_layers])
-            if self.pool_suffix:
-                pooled = self.pooled_planes(current)
+                        current.extend([layer[j].detach().to("cpu", copy=True) for layer in layers] for j in indices)
+                if self.pool_suffix:
+                    pooled = self.pooled_planes(current)
+        finally:
+            if pool:
+                pool.shutdown()
         planes = {**_member_planes(per_member), **pooled}
         train_loss, train_acc = _evaluate(model, p, p.train_idx)
         test_loss, test_acc = _evaluate(model, p, p.test_idx)

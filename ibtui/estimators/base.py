@@ -118,6 +118,9 @@ class Estimator:
     pools: ClassVar[bool] = False
     """True when I(X;T) counts repeated inputs with different T (H(T|X) > 0), so activations
     pooled over epochs or seeds ("as if random") are meaningful input."""
+    thread_safe: ClassVar[bool] = True
+    """True when ``estimate`` touches no process-wide state (the global RNG, say), so the engine may
+    run it for several members at once in threads."""
 
     @property
     def planes(self) -> tuple[str, ...]:

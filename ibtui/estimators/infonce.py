@@ -143,6 +143,7 @@ class InfoNCE(Estimator):
     seed: int = 0
 
     kind: ClassVar[str] = "infonce"
+    thread_safe: ClassVar[bool] = False  # seeds its critics' initialisation through the global RNG
     summary: ClassVar[str] = ("InfoNCE neural lower bounds (trained separable critic) on the noisy layer, capped "
                               "at log2 N; I(X;T) from the input vectors")
 
