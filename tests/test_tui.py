@@ -570,3 +570,26 @@ def test_the_status_line_follows_epoch_events_within_a_redraw_interval():
             assert "epoch 10/10" in status_text(screen)
 
     asyncio.run(scenario())
+
+
+def test_live_run_repaints_its_plots_at_most_once_a_second_but_keys_repaint_at_once(monkeypatch):
+    screen = RunScreen(RunView(title="fake", status="starting"),
+                       worker=FakeWorker(fake_stream(end=False), stays_alive=True))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.epochs == [0, 2, 4, 6, 8, 10])
+            assert screen.view.running
+            repaints = []
+            monkeypatch.setattr(type(screen.query_one("#plane")), "refresh_if_stale",
+                                lambda plot: repaints.append(plot.id))
+            screen.tick()  # may repaint (the last repaint of plots could be a second old)
+            repaints.clear()
+            screen.view.plane_version += 1
+            screen.tick()
+            screen.tick()
+            assert repaints == []  # within the second: status line only
+            screen.redraw()  # what a key does
+            assert "plane" in repaints
+
+    asyncio.run(scenario())

@@ -26,7 +26,8 @@ from ibtui.tui.plots import curves_figure, family_figure, plane_figure, schedule
 from ibtui.tui.state import RunView
 from ibtui.tui.widgets import PlotView
 
-REDRAW_S = 0.5  # plots at most twice a second
+REDRAW_S = 0.5  # status line and plots at most twice a second
+LIVE_PLOT_S = 1.0  # plots of a live run at most once a second
 FOLLOW_S = 1.0
 PLAY_S = 0.15
 BATCH = 1000
@@ -92,6 +93,7 @@ class RunScreen(Screen):
         self._log_seen = 0
         self._exited = False
         self._status_stale = False
+        self._plots_at = 0.0
 
     @property
     def live(self) -> bool:
@@ -114,7 +116,7 @@ class RunScreen(Screen):
     def on_mount(self) -> None:
         self.title = "ibtui"
         self.sub_title = self.view.title or ("live run" if self.live else "replay")
-        self.set_interval(REDRAW_S, self.redraw)
+        self.set_interval(REDRAW_S, self.tick)
         if self.live:
             self.drain()
         elif self.follow:
@@ -163,11 +165,11 @@ class RunScreen(Screen):
             self.sub_title = self.view.title
         if was_running != self.view.running:
             self.refresh_bindings()
-        if was_status != self.view.status:
+        if was_status != self.view.status:  # started, ended: at once, with the log so far
             self.update_status()
-        else:  # every epoch's event: the status line follows at the redraw rate (twice a second)
+            self.flush_log()
+        else:  # every epoch's event: the status line and the log follow at the redraw rate (twice a second)
             self._status_stale = True
-        self.flush_log()
 
     def poll_disk(self) -> None:
         if self.view.follow():
@@ -190,18 +192,34 @@ class RunScreen(Screen):
             (int(time.monotonic()), self.view.status)
 
     def redraw(self) -> None:
+        """Repaint what changed (keys call this at once)."""
         if self._status_stale:
             self.update_status()
+            self.flush_log()
         for plot in self.query("PlotView"):
             plot.refresh_if_stale()
+
+    def tick(self) -> None:
+        """The redraw timer: the status line and log twice a second; while a run is live, the plots
+        once a second (each costs a plotext figure; the engine shares the machine)."""
+        now = time.monotonic()
+        if self.live and self.view.running and now - self._plots_at < LIVE_PLOT_S:
+            if self._status_stale:
+                self.update_status()
+                self.flush_log()
+            return
+        self._plots_at = now
+        self.redraw()
 
     def update_status(self) -> None:
         self._status_stale = False
         paused = bool(self.worker and self.worker.paused and self.view.running)
-        self.query_one("#status", Static).update(
-            status_line(self.view, self.plane, self.cursor, paused, self.family, self.family_layer))
+        self.query_one("#status", Static).update(  # one line, fixed height: no layout pass (it repaints the screen)
+            status_line(self.view, self.plane, self.cursor, paused, self.family, self.family_layer), layout=False)
 
     def flush_log(self) -> None:
+        if self._log_seen == self.view.log_count:
+            return
         lines = self.view.new_log_lines(self._log_seen)
         self._log_seen = self.view.log_count
         log = self.query_one("#log", RichLog)

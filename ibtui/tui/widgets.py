@@ -9,28 +9,48 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
 from textual.screen import ModalScreen
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Button, Label, Static
 
 
 class PlotView(Widget):
-    """Renders ``draw(width, height)`` (an ANSI string) and caches it per (size, ``stamp()``)."""
+    """Renders ``draw(width, height)`` (an ANSI string) and caches it per (size, ``stamp()``).
+
+    The figure is kept as ready-made lines (strips), so a repaint of the screen that does not
+    change the figure (a status line or log update nearby) costs nothing here.
+    """
 
     def __init__(self, draw: Callable[[int, int], str], stamp: Callable[[], Hashable], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._draw, self._stamp = draw, stamp
         self._key: Hashable = None
+        self._strips: list[Strip] = []
         self._text = Text("")
         self.render_count = 0
 
-    def render(self) -> Text:
+    def _current_strips(self) -> list[Strip]:
         width, height = self.content_size
         key = (width, height, self._stamp())
         if key != self._key and width > 0 and height > 0:
-            self._text = Text.from_ansi(self._draw(width, height), no_wrap=True, overflow="crop")
+            text = Text.from_ansi(self._draw(width, height), no_wrap=True, overflow="crop")
+            console = self.app.console
+            lines = console.render_lines(text, console.options.update_dimensions(width, height), pad=True)
+            base = self.rich_style
+            self._strips = [Strip(line, width).apply_style(base) for line in lines]
+            self._text = text
             self._key = key
             self.render_count += 1
+        return self._strips
+
+    def render(self) -> Text:
+        """The current figure as text (Textual paints ``render_line``; this is for reading it)."""
+        self._current_strips()
         return self._text
+
+    def render_line(self, y: int) -> Strip:
+        strips = self._current_strips()
+        return strips[y] if y < len(strips) else Strip.blank(self.content_size.width, self.rich_style)
 
     def refresh_if_stale(self) -> None:
         width, height = self.content_size
