@@ -115,7 +115,8 @@ class Ensemble(nn.Module):
 
     Member s is exactly the ``MLP`` that ``torch.manual_seed(seeds[s])`` builds (same
     initial weights), so a one-member ensemble is one run and an S-member ensemble is S runs
-    with those seeds. Weights ``weight.l`` are (S, out, in) and biases ``bias.l`` (S, 1, out);
+    with those seeds (up to float rounding in training: a large ensemble's batches take tanh as
+    2σ(2x) − 1, ``fast_tanh``). Weights ``weight.l`` are (S, out, in) and biases ``bias.l`` (S, 1, out);
     every forward takes inputs (S, B, D), one batch per member, or (B, D) shared by all.
     Inside, activations are feature-major, (S, width, B): W·x as ``baddbmm(b, W, x)`` with the
     batch as the long dimension is 5–10× faster on CPU than x·Wᵀ for these narrow layers.
