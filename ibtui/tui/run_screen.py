@@ -31,6 +31,7 @@ LIVE_PLOT_S = 1.0  # plots of a live run at most once a second
 FOLLOW_S = 1.0
 PLAY_S = 0.15
 BATCH = 1000
+BATCH_WINDOW_S = 0.1  # events reach the UI at most ten times a second, in batches
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -144,8 +145,11 @@ class RunScreen(Screen):
                     self.app.call_from_thread(self.apply_events, leftovers)
                     return
                 continue
-            batch = [first]
-            while len(batch) < BATCH and (event := self.worker.get(timeout=0)) is not None:
+            batch, deadline = [first], time.monotonic() + BATCH_WINDOW_S
+            while len(batch) < BATCH:  # gather what arrives within the window: one UI wake-up for them all
+                event = self.worker.get(timeout=max(deadline - time.monotonic(), 0.0))
+                if event is None:
+                    break
                 batch.append(event)
             self.app.call_from_thread(self.apply_events, batch)
 
