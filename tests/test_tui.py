@@ -593,3 +593,16 @@ def test_live_run_repaints_its_plots_at_most_once_a_second_but_keys_repaint_at_o
             assert "plane" in repaints
 
     asyncio.run(scenario())
+
+
+def test_events_posted_while_the_screen_closes_are_dropped_quietly():
+    screen = RunScreen(RunView(), worker=FakeWorker(fake_stream(end=False), stays_alive=True))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await settle(pilot, screen, lambda: screen.view.running)
+            await screen.query_one("#status").remove()  # as during the app's shutdown
+            screen.apply_events([{"type": "crashed", "message": "the worker process died (exit code -9)"}])
+            assert screen.view.running  # not applied: nothing left to show it on
+
+    asyncio.run(scenario())

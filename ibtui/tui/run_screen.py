@@ -154,7 +154,7 @@ class RunScreen(Screen):
             self.app.call_from_thread(self.apply_events, batch)
 
     def apply_events(self, events: list[dict[str, Any]]) -> None:
-        if not self.is_attached:  # the screen was closed while the drain thread was posting
+        if not self.is_attached or not self.query("#status"):  # closed (or closing) while the drain thread posted
             return
         was_running, was_status = self.view.running, self.view.status
         for event in events:
