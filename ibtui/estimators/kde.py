@@ -37,7 +37,7 @@ BLOCK_BYTES = 8 << 20
 """On the CPU, the kernel blocks of one call take at most this much (fewer rows per chunk than
 ``chunk_size`` when needed): blocks that stay in the CPU's cache are faster, most of all when several members
 are estimated side by side (measured on a 2-core, 32 MB L3 machine: float64 with 256-row blocks,
-16 MB, two members at once were 15% slower than one after another; with 128-row blocks, 8% faster)."""
+16 MB, two members at once were 18% slower than one after another; with 128-row blocks, 8% faster)."""
 
 
 _WORKSPACES = threading.local()
