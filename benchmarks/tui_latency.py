@@ -51,6 +51,17 @@ def wait_for(socket: str, pattern: str, timeout: float = 60.0, poll: float = 0.0
     raise SystemExit(f"timed out waiting for {pattern!r}:\n{tmux(socket, 'capture-pane', '-p', '-t', 'b')}")
 
 
+def bench_workdir(prefix: str, preset: str) -> Path:
+    """A scratch folder whose config holds ``preset`` as the "quick" preset (the app's `l` launches it);
+    exits with a message when tmux is missing."""
+    if shutil.which("tmux") is None:
+        raise SystemExit("tmux is needed")
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    (workdir / "config" / "presets").mkdir(parents=True)
+    (workdir / "config" / "presets" / "quick.toml").write_text(preset)
+    return workdir
+
+
 def session(socket: str, workdir: Path, size: tuple[int, int]) -> None:
     ibtui = shutil.which("ibtui") or f"{sys.executable} -m ibtui"
     env = f"IBTUI_CONFIG_DIR={workdir / 'config'} TERM=xterm-256color"
@@ -67,11 +78,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=20)
     parser.add_argument("--out", default="benchmarks/results/tui_latency.json")
     args = parser.parse_args()
-    if shutil.which("tmux") is None:
-        raise SystemExit("tmux is needed")
-    workdir = Path(tempfile.mkdtemp(prefix="ibtui-bench-"))
-    (workdir / "config" / "presets").mkdir(parents=True)
-    (workdir / "config" / "presets" / "quick.toml").write_text(PRESET)
+    workdir = bench_workdir("ibtui-bench-", PRESET)
     socket = f"ibtui-bench-{os.getpid()}"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from tui_latency import tmux, wait_for
+from tui_latency import bench_workdir, tmux, wait_for
 from report import header, write_report
 
 PRESET = """description = "overhead benchmark: saxe-tanh settings, binning and KDE, stepped schedule"
@@ -96,11 +95,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="train.threads of the run (0: the engine's default)")
     parser.add_argument("--out", default="benchmarks/results/tui_overhead.json")
     args = parser.parse_args()
-    if shutil.which("tmux") is None:
-        raise SystemExit("tmux is needed")
-    workdir = Path(tempfile.mkdtemp(prefix="ibtui-overhead-"))
-    (workdir / "config" / "presets").mkdir(parents=True)
-    (workdir / "config" / "presets" / "quick.toml").write_text(PRESET.format(epochs=args.epochs, threads=args.threads))
+    workdir = bench_workdir("ibtui-overhead-", PRESET.format(epochs=args.epochs, threads=args.threads))
     env = {**os.environ, "IBTUI_CONFIG_DIR": str(workdir / "config")}
     socket = f"ibtui-overhead-{os.getpid()}"
     times: dict[str, list[float]] = {"headless": [], "app": []}

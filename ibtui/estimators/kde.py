@@ -102,8 +102,8 @@ def kde_mi_bits(h: torch.Tensor, y: torch.Tensor, n_classes: int, variances: Seq
     rows_t = torch.cat([h, -half_sq, ones], dim=1).T  # (d + 2, N): column i = [h_i, −‖h_i‖²/2, 1]; product −D_ij/2
     floor = _EXPONENT_FLOORS[dtype]
     plan = _kernel_plan(variances)
-    itemsize = torch.empty((), dtype=dtype).element_size()
     if h.device.type == "cpu":
+        itemsize = torch.finfo(dtype).bits // 8
         chunk_size = max(1, min(chunk_size, BLOCK_BYTES // (len(variances) * max(n, 1) * itemsize)))
     sums = torch.zeros(len(variances), n_classes, n, dtype=torch.float64, device=h.device)
     # The kernel blocks, reused across chunks and calls (see _workspace). A block is stored transposed,

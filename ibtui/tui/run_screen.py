@@ -195,25 +195,23 @@ class RunScreen(Screen):
         return (len(self.view.curves["epoch"]), self.view.status) if not self.view.running else \
             (int(time.monotonic()), self.view.status)
 
-    def redraw(self) -> None:
-        """Repaint what changed (keys call this at once)."""
+    def redraw(self, plots: bool = True) -> None:
+        """Repaint what changed: the status line and log, and with ``plots`` the plots (keys call this at once)."""
         if self._status_stale:
             self.update_status()
             self.flush_log()
-        for plot in self.query("PlotView"):
-            plot.refresh_if_stale()
+        if plots:
+            for plot in self.query("PlotView"):
+                plot.refresh_if_stale()
 
     def tick(self) -> None:
         """The redraw timer: the status line and log twice a second; while a run is live, the plots
         once a second (each costs a plotext figure; the engine shares the machine)."""
         now = time.monotonic()
-        if self.live and self.view.running and now - self._plots_at < LIVE_PLOT_S:
-            if self._status_stale:
-                self.update_status()
-                self.flush_log()
-            return
-        self._plots_at = now
-        self.redraw()
+        plots = not (self.live and self.view.running) or now - self._plots_at >= LIVE_PLOT_S
+        if plots:
+            self._plots_at = now
+        self.redraw(plots)
 
     def update_status(self) -> None:
         self._status_stale = False
