@@ -338,10 +338,10 @@ class Engine:
             losses = F.cross_entropy(logits, y, reduction="none").mean(1)
             self.opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # members share no weights: each gets its own mean-loss gradient
-            if stats:
-                for w, total, squares in zip(self.model.weights, grad_sum, grad_sq):
-                    total.add_(w.grad)
-                    squares.addcmul_(w.grad, w.grad)
+            if stats:  # one fused call for all layers (fewer kernel launches on a GPU)
+                grads = [w.grad for w in self.model.weights]
+                torch._foreach_add_(grad_sum, grads)
+                torch._foreach_addcmul_(grad_sq, grads, grads)
             self.opt.step()
             loss_sum += losses.detach() * y.shape[1]
             correct += (_predictions(logits) == y).sum(1)
