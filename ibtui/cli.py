@@ -64,15 +64,17 @@ def termination_as_interrupt():
 @app.callback()
 def tui(
     ctx: typer.Context,
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where run directories are listed and written."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run directories are listed and written "
+                                           "(default: runs/; also the default of `run` and `sweep`)."),
 ) -> None:
     """With no command: the interactive app (pick a preset, launch, watch live, replay)."""
+    ctx.obj = {"runs_dir": runs_dir}
     if ctx.invoked_subcommand is not None:
         return
     from ibtui.tui.app import run_tui
 
     try:
-        run_tui(runs_dir=runs_dir)
+        run_tui(runs_dir=runs_dir or "runs")
     except UserError as exc:
         fail(str(exc))
 
@@ -277,8 +279,14 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def given_runs_dir(ctx: typer.Context, runs_dir: str | None) -> str | None:
+    """A command's own --runs-dir, else the one given before the command (`ibtui --runs-dir D run`)."""
+    return runs_dir if runs_dir is not None else (ctx.obj or {}).get("runs_dir")
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
     preset: str = typer.Option("quick", "--preset", "-p", help="Preset name (see `ibtui presets`) or a .toml file."),
     overrides: List[str] = typer.Option([], "--set", "-s", help="Override a field: section.key=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (= --set train.device=...)."),
@@ -295,6 +303,7 @@ def run(
     from ibtui.config import load_preset
     from ibtui.engine.runner import execute, prepare
 
+    runs_dir = given_runs_dir(ctx, runs_dir)
     extra = [f"train.device={device}" if device is not None else None,
              f"train.seed={seed}" if seed is not None else None,
              f"train.seeds={seeds}" if seeds is not None else None,
@@ -342,6 +351,7 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
     def on_event(event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "start":
+            progress.start()  # from the run's start on: a run refused before it (bad input) shows no bar
             layer_names[:] = event["meta"]["layers"]
             if not quiet:
                 progress.console.print(f"[dim]run directory:[/] {escape(event['run_dir'])}  "
@@ -355,8 +365,11 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
                             mi=f"{plane_name} {layer} I(X;T)={plane['ixt'][-2]:.2f} I(T;Y)={plane['ity'][-2]:.2f}")
 
     try:
-        with termination_as_interrupt(), progress:
-            summary = start(on_event)
+        with termination_as_interrupt():
+            try:
+                summary = start(on_event)
+            finally:
+                progress.stop()
     except UserError as exc:
         fail(str(exc))
     if as_json:
@@ -367,7 +380,8 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
         if phases:
             marks = ", ".join(f"{layer} {'epoch ' + str(e) if e is not None else 'none'}"
                               for layer, e in zip(summary["layers"], phases["transition_epoch"]))
-            out.print(f"drift→diffusion (gradient SNR < 1 for {phases['window']} epochs): {marks}", highlight=False)
+            out.print(f"drift→diffusion (gradient SNR < 1 from then on for {phases['window']} epochs, or to the "
+                      f"run's end): {marks}", highlight=False)
     if summary["status"] == "failed":
         fail(f"run failed: {summary['error']} (see {summary['run_dir']}/worker.log)", code=1)
     if summary["status"] == "stopped":
@@ -380,6 +394,7 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     preset: str = typer.Option("quick", "--preset", "-p", help="Preset name or .toml file every cell starts from."),
     grid: List[str] = typer.Option([], "--grid", "-g", help="KEY=v1,v2,... : one axis of the grid (repeatable)."),
     overrides: List[str] = typer.Option([], "--set", "-s", help="KEY=VALUE held fixed in every cell (repeatable)."),
@@ -421,7 +436,7 @@ def sweep(
         first, *_ = [spec.config(cell) for cell in spec.cells()]  # every cell valid before any runs
         # dataset and device problems surface now (a Ray driver need not have the cluster's GPUs)
         prepare(spec.config(spec.cells()[0], 0, *(['train.device="cpu"'] if backend == "ray" else [])))
-        job = Sweep(spec, runs_dir or first.store.runs_dir, name)
+        job = Sweep(spec, given_runs_dir(ctx, runs_dir) or first.store.runs_dir, name)
         job.open()
     except UserError as exc:
         fail(str(exc))
@@ -429,8 +444,9 @@ def sweep(
     say = (lambda text: None) if quiet or as_json else (lambda text: err.print(text, highlight=False))
     say(f"[dim]sweep directory:[/] {escape(str(job.root))}  [dim]cells:[/] {len(job.cells)} "
         f"({len(done)} already done)  [dim]backend:[/] {backend}")
-    for cell in done:
-        job.outcomes[cell.name] = Outcome(cell, "done", 0, None, cell_result(job.cell_dir(cell)))  # 0 tries: earlier
+    earlier = job.recorded_attempts()
+    for cell in done:  # done by an earlier command: its tries as recorded then (0 when unknown)
+        job.outcomes[cell.name] = Outcome(cell, "done", earlier.get(cell.name, 0), None, cell_result(job.cell_dir(cell)))
     if done:
         job.write_summaries()
     progress = Progress(TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} cells"),

@@ -407,6 +407,8 @@ def validate(cfg: Config) -> None:
     """Reject impossible values with one line each."""
     d, m, t, s = cfg.data, cfg.model, cfg.train, cfg.schedule
     _check(bool(d.dataset.strip()), "data.dataset must not be empty")
+    from ibtui.engine.data import check_dataset_spec  # the engine's data module imports no config
+    check_dataset_spec(d.dataset)
     _check(0.0 < d.train_fraction <= 1.0, f"data.train_fraction must be in (0, 1]; got {d.train_fraction}")
     _choice(d.mi_set, MI_SETS, "data.mi_set")
     _check(d.mi_max_samples >= 0, f"data.mi_max_samples must be >= 0; got {d.mi_max_samples}")

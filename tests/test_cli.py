@@ -177,3 +177,10 @@ def test_run_with_seeds_prints_the_spread_columns(tmp_path):
 
 def test_bad_seed_count_is_a_one_line_error(tmp_path):
     assert_one_line_error(invoke("run", "-p", "quick", "--seeds", "0", "--runs-dir", str(tmp_path)), "train.seeds")
+
+
+def test_runs_dir_given_before_the_command_is_where_run_writes(tmp_path):
+    result = invoke("--runs-dir", str(tmp_path / "elsewhere"), "run", "--preset", "quick", *TINY, "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert [p.parent for p in (tmp_path / "elsewhere").iterdir()] == [tmp_path / "elsewhere"]
+    assert json.loads(result.stdout)["run_dir"].startswith(str(tmp_path / "elsewhere"))

@@ -82,6 +82,7 @@ def test_int_field_accepts_a_float_literal_that_is_whole():
         ("data.mi_set=half", "data.mi_set must be one of"),
         ("noequals", "key=value"),
         ("data.shuffle=maybe", "data.shuffle must be true or false"),
+        ('data.dataset="q"', "unknown dataset spec 'q'"),
     ],
 )
 def test_bad_override_is_a_one_line_user_error(override, fragment):

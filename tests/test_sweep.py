@@ -131,7 +131,7 @@ def test_running_the_same_sweep_again_skips_cells_that_are_done(tmp_path):
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)
     assert [c["status"] for c in summary["cells"]] == ["done", "done"]
-    assert [c["attempts"] for c in summary["cells"]] == [0, 0]  # nothing run this time
+    assert [c["attempts"] for c in summary["cells"]] == [1, 1]  # as recorded by the command that ran them
     assert {p.name: (p / "meta.json").stat().st_mtime_ns for p in root.iterdir() if p.is_dir()} == stamps
 
 

@@ -281,6 +281,40 @@ def test_replay_follows_a_run_still_being_written(tmp_path):
     assert view.follow() == 2 and view.epochs == [0, 3, 6, 9]
 
 
+def test_a_followed_replay_shows_the_runs_end_as_soon_as_meta_says_so(tmp_path):
+    from pathlib import Path
+
+    run = Path(execute(tiny_config(tmp_path))["run_dir"])
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    screen = RunScreen(RunView.from_run_dir(run), follow=True)
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.1)
+            assert status_text(screen).startswith("running")
+            (run / "meta.json").write_text(json.dumps(meta))  # the run ends; no event is appended
+            await pilot.pause(1.6)
+            assert status_text(screen).startswith("done")
+
+    asyncio.run(scenario())
+
+
+def test_the_rate_holds_still_once_the_run_has_ended(monkeypatch):
+    import ibtui.tui.state as state
+
+    clock = [100.0]
+    monkeypatch.setattr(state.time, "monotonic", lambda: clock[0])
+    view = RunView()
+    for event in fake_stream(epochs=10):
+        if event["type"] == "epoch":
+            clock[0] += 0.5
+        view.apply(event)
+    assert view.rate() == pytest.approx(2.0)  # 9 epochs in 4.5 s after the first
+    clock[0] += 60.0
+    assert view.rate() == pytest.approx(2.0) and view.eta() is None
+
+
 def test_compare_screen_shows_two_planes_with_one_cursor(finished_run, tmp_path):
     other = execute(tiny_config(tmp_path, model={"activation": "relu"}))["run_dir"]
     screen = CompareScreen([RunView.from_run_dir(finished_run), RunView.from_run_dir(other)])
@@ -328,12 +362,17 @@ def test_list_runs_reports_status_preset_and_epochs(finished_run):
 # ----------------------------------------------------------------------------- app, keys, palette
 
 
-def test_help_lists_every_described_binding_of_the_screen_and_the_app(finished_run):
-    screen = RunScreen(RunView.from_run_dir(finished_run))
+def test_help_lists_every_described_binding_of_the_screen_and_the_app_as_the_footer_writes_keys():
+    screen = RunScreen(RunView(status="running"), worker=FakeWorker([], stays_alive=True))
     app = IbtuiApp()
     rows = dict(binding_rows(screen, app))
-    for key in ("space", "s", "e", "p", "left", "right", "home", "end", "escape", "?", "q"):
+    for key in ("space", "s", "e", "p", "[", "]", "←", "→", "home", "end", "esc", "?", "q"):
         assert key in rows, key
+
+
+def test_help_of_a_replay_does_not_offer_to_stop_it(finished_run):
+    rows = binding_rows(RunScreen(RunView.from_run_dir(finished_run)), IbtuiApp())
+    assert "Stop run" not in [description for _, description in rows] and ("e", "Export") in rows
 
 
 def test_question_mark_opens_the_help_screen(finished_run):
@@ -407,6 +446,58 @@ def test_home_lists_presets_and_runs_and_rejects_a_bad_form_value(finished_run):
             home.query_one(f"#{field_id('model.widths')}").value = "6,3"
             home.action_launch()
             assert launched and launched[0].train.epochs == 7 and launched[0].model.widths == [6, 3]
+
+    asyncio.run(scenario())
+
+
+def test_home_launches_into_the_runs_dir_it_lists(tmp_path):
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(tmp_path / "mine"))
+        launched = []
+        app.launch = launched.append
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            app.screen.action_launch()
+            assert launched and launched[0].store.runs_dir == str(tmp_path / "mine")
+
+    asyncio.run(scenario())
+
+
+def test_home_launches_nothing_while_the_highlighted_preset_fails_to_load(tmp_path, monkeypatch):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "quick.toml").write_text("[train]\nepochs = 5\n")  # no estimators: does not load
+    monkeypatch.setenv("IBTUI_CONFIG_DIR", str(tmp_path))
+
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(tmp_path / "runs"))
+        launched = []
+        app.launch = launched.append
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            assert home.preset == "quick" and home.cfg is None
+            await pilot.press("l")
+            await pilot.pause(0.1)
+            assert launched == []
+            assert any("cannot launch" in (n.title or "") for n in app._notifications)
+
+    asyncio.run(scenario())
+
+
+def test_escape_leaves_the_home_form_so_its_keys_act_again(tmp_path):
+    from ibtui.tui.home import field_id
+
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(tmp_path / "runs"))
+        launched = []
+        app.launch = launched.append
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            epochs = app.screen.query_one(f"#{field_id('train.epochs')}")
+            epochs.focus()
+            await pilot.press("escape", "l")
+            await pilot.pause(0.1)
+            assert "l" not in epochs.value and len(launched) == 1
 
     asyncio.run(scenario())
 
@@ -523,6 +614,25 @@ def test_f_shows_an_analysis_family_and_brackets_change_its_layer(finished_run, 
             assert screen.family is None and "binning · epoch 12" in str(screen.query_one("#plane").render())
 
     asyncio.run(scenario())
+
+
+def test_export_in_the_family_view_writes_every_plane_of_the_family(finished_run, tmp_path):
+    import shutil
+
+    from ibtui.engine.analyze import analyze
+
+    run = shutil.copytree(finished_run, tmp_path / "run", ignore=shutil.ignore_patterns("export"))
+    analyze(run, "binning_fixed", ("bins", [8, 30]))
+    screen = RunScreen(RunView.from_run_dir(run))
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.press("f", "e")
+            await pilot.pause(0.1)
+
+    asyncio.run(scenario())
+    names = sorted(p.name for p in (run / "export").iterdir() if p.suffix == ".csv")
+    assert len(names) == 2 and any("8" in n for n in names) and any("30" in n for n in names)
 
 
 def test_f_without_analyses_says_how_to_make_one(finished_run):

@@ -542,6 +542,13 @@ def _load_idx_dataset(dataset: str, data_dir: str | Path | None) -> Dataset:
 # --------------------------------------------------------------------------------------------
 
 
+def check_dataset_spec(spec: str) -> None:
+    """Reject a spec of none of the forms in ``VALID_SPECS`` (no file is read: a run's machine may differ)."""
+    key = spec.strip().lower() if isinstance(spec, str) else ""
+    if not (key == "12bit" or key in SOURCES or key.startswith(("mat:", "npz:"))):
+        raise UserError(f"unknown dataset spec {spec!r}: valid forms are {VALID_SPECS}")
+
+
 def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
     """Load the dataset named by ``spec`` (see the module docstring for the forms)."""
     if not isinstance(spec, str):

@@ -257,7 +257,7 @@ class Outcome:
 
     cell: Cell
     status: str  # done | failed | stopped
-    attempts: int | None  # 0: done before this command; None under Ray, whose retries are its own
+    attempts: int | None  # tries of the command that ran it (results.jsonl); None under Ray, whose retries are its own
     error: str | None
     result: dict[str, Any]
     host: str = ""
@@ -304,6 +304,24 @@ class Sweep:
                 status = None
             (done if status == "done" else todo).append(cell)
         return done, todo
+
+    def recorded_attempts(self) -> dict[str, int | None]:
+        """Each cell's attempts in its latest line of results.jsonl (a torn or foreign line is skipped)."""
+        attempts: dict[str, int | None] = {}
+        try:
+            lines = (self.root / RESULTS).read_bytes().splitlines()
+        except OSError:
+            return attempts
+        for raw in lines:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            value = line.get("attempts") if isinstance(line, dict) else None
+            if isinstance(line, dict) and isinstance(line.get("cell"), str) and (
+                    value is None or (isinstance(value, int) and not isinstance(value, bool))):
+                attempts[line["cell"]] = value
+        return attempts
 
     def record(self, outcome: Outcome) -> None:
         """Append the outcome to results.jsonl and rewrite the summaries."""

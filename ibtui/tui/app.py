@@ -26,16 +26,18 @@ from ibtui.tui.widgets import ConfirmScreen, HelpScreen
 
 
 def binding_rows(screen: Screen, app: App) -> list[tuple[str, str]]:
-    """(keys, description) for every binding of ``screen`` and the app, in declaration order."""
+    """(keys, description) for every binding of ``screen`` and the app, in declaration order, keys
+    as the footer shows them ("[", "→", "esc"); actions the screen turns off (stopping a replay) are left out."""
     rows: list[tuple[str, str]] = []
     seen = set()
     for node in (screen, app):
         for binding in node.BINDINGS:
             if not isinstance(binding, Binding) or not binding.description or binding.action in seen:
                 continue
+            if node is screen and screen.check_action(binding.action.partition("(")[0], ()) is False:
+                continue
             seen.add(binding.action)
-            keys = ", ".join(k.strip().replace("question_mark", "?").replace("ctrl+", "Ctrl+")
-                             for k in binding.key.split(","))
+            keys = ", ".join(app.get_key_display(Binding(k.strip(), binding.action)) for k in binding.key.split(","))
             rows.append((keys, binding.description))
     return rows
 
@@ -114,7 +116,7 @@ class IbtuiApp(App):
         for node in (screen, self):
             for binding in node.BINDINGS:
                 if isinstance(binding, Binding) and binding.description:
-                    key = binding.key.split(",")[0].replace("question_mark", "?")
+                    key = self.get_key_display(Binding(binding.key.split(",")[0], binding.action))
                     yield SystemCommand(binding.description, f"key: {key}", partial(node.run_action, binding.action))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from rich.markup import escape
@@ -88,6 +89,7 @@ class HomeScreen(Screen):
         Binding("m", "mark", "Mark run"),
         Binding("c", "compare", "Compare marked"),
         Binding("r", "refresh_runs", "Refresh runs"),
+        Binding("escape", "leave_form", "Leave the form (keys act again)", show=False),
     ]
 
     def __init__(self, runs_dir: str = "runs") -> None:
@@ -96,6 +98,7 @@ class HomeScreen(Screen):
         self.presets = available_presets()
         self.preset = "quick" if "quick" in self.presets else next(iter(self.presets), "")
         self.cfg: Config | None = None
+        self.load_error: str | None = None  # why the highlighted preset does not load
         self.marked: list[str] = []
         self.run_paths: list[str] = []
 
@@ -132,6 +135,10 @@ class HomeScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.action_refresh_runs()
+        self.action_leave_form()  # back from a run: the screen's keys work, not typing into a field
+
+    def action_leave_form(self) -> None:
+        self.query_one("#presets", OptionList).focus()
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option.id:
@@ -143,10 +150,11 @@ class HomeScreen(Screen):
     def fill_form(self, name: str) -> None:
         try:
             cfg = load_preset(name)
-        except UserError as exc:
+        except UserError as exc:  # nothing launches until a preset that loads is highlighted
+            self.preset, self.cfg, self.load_error = name, None, f"preset {name}: {exc}"
             self.notify(str(exc), severity="error")
             return
-        self.preset, self.cfg = name, cfg
+        self.preset, self.cfg, self.load_error = name, cfg, None
         for f in FIELDS:
             widget = self.query_one(f"#{field_id(f.key)}")
             value = current_value(cfg, f.key)
@@ -167,10 +175,14 @@ class HomeScreen(Screen):
     def resolved_config(self) -> Config | None:
         """The preset with the form's changes applied, or None (with an error shown)."""
         if self.cfg is None:
-            self.notify("pick a preset first", severity="warning")
+            if self.load_error:
+                self.notify(self.load_error, title="cannot launch", severity="error")
+            else:
+                self.notify("pick a preset first", severity="warning")
             return None
+        runs_dir = f"store.runs_dir={json.dumps(self.runs_dir)}"  # where this screen lists runs
         try:
-            return load_preset(self.preset, form_overrides(self.cfg, self.form_values()))
+            return load_preset(self.preset, [*form_overrides(self.cfg, self.form_values()), runs_dir])
         except UserError as exc:
             self.notify(str(exc), title="cannot launch", severity="error")
             return None

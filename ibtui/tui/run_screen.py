@@ -176,9 +176,9 @@ class RunScreen(Screen):
             self._status_stale = True
 
     def poll_disk(self) -> None:
-        if self.view.follow():
+        new_events = self.view.follow()
+        if self.view.refresh_meta() or new_events:  # the run's end shows as soon as meta.json says so
             self.update_status()
-        self.view.refresh_meta()
         self.flush_log()
 
     # ------------------------------------------------------------------ drawing
@@ -313,8 +313,10 @@ class RunScreen(Screen):
         if not self.view.run_dir:
             self.notify("nothing to export yet", severity="warning")
             return
+        shown = [self.plane] if self.family is None else [  # the family view: each of its planes
+            p for p in self.view.families.get(self.family, []) if self.view.planes.get(p)]
         try:
-            paths = export_plane(self.view, self.plane, Path(self.view.run_dir) / "export")
+            paths = [path for plane in shown for path in export_plane(self.view, plane, Path(self.view.run_dir) / "export")]
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return

@@ -62,6 +62,7 @@ class RunView:
     plane_version: int = 0
     started: float | None = None
     _rate: tuple[float, int] | None = None  # (time, epoch) of the first epoch event
+    _last_epoch_at: float | None = None  # time of the latest epoch event
     _offset: int = 0  # bytes of events.jsonl already read (replay follow)
 
     # ------------------------------------------------------------------ derived
@@ -89,10 +90,11 @@ class RunView:
         return self.status in ("starting", "running", "paused")
 
     def rate(self) -> float | None:
-        """Epochs per second since the first trained epoch (live runs only)."""
-        if self._rate is None or self.epochs_done <= self._rate[1]:
+        """Epochs per second from the first to the latest epoch event (live runs only): it holds
+        still once the run has ended or while it is paused."""
+        if self._rate is None or self._last_epoch_at is None or self.epochs_done <= self._rate[1]:
             return None
-        elapsed = time.monotonic() - self._rate[0]
+        elapsed = self._last_epoch_at - self._rate[0]
         return (self.epochs_done - self._rate[1]) / elapsed if elapsed > 0 else None
 
     def eta(self) -> float | None:
@@ -174,8 +176,9 @@ class RunView:
         elif kind == "epoch":
             self.epochs_done = int(event["epoch"])
             self.epochs_total = int(event.get("epochs", self.epochs_total))
+            self._last_epoch_at = time.monotonic()
             if self._rate is None:
-                self._rate = (time.monotonic(), self.epochs_done)
+                self._rate = (self._last_epoch_at, self.epochs_done)
             for key in self.curves:
                 value = event.get(key)
                 self.curves[key].append(math.nan if value is None else float(value))
@@ -307,22 +310,24 @@ class RunView:
             self.plane_version += 1
         return count
 
-    def refresh_meta(self) -> None:
-        """Re-read meta.json (status of a run still being written)."""
+    def refresh_meta(self) -> bool:
+        """Re-read meta.json (status of a run still being written); True when the status changed."""
         if self.run_dir is None:
-            return
+            return False
         try:
             meta = read_meta(Path(self.run_dir))
         except UserError:
-            return
-        if meta.get("status") != self.status:
-            self.status = str(meta.get("status"))
-            self.error = None if meta.get("error") is None else str(meta.get("error"))
-            done = meta.get("epochs_done")
-            if isinstance(done, int) and not isinstance(done, bool):
-                self.epochs_done = done
-            self.version += 1
-            self.plane_version += 1
+            return False
+        if meta.get("status") == self.status:
+            return False
+        self.status = str(meta.get("status"))
+        self.error = None if meta.get("error") is None else str(meta.get("error"))
+        done = meta.get("epochs_done")
+        if isinstance(done, int) and not isinstance(done, bool):
+            self.epochs_done = done
+        self.version += 1
+        self.plane_version += 1
+        return True
 
     def load_analyses(self) -> int:
         """Add the planes of the run's stored analyses (``analysis/``); returns how many families.
