@@ -11,7 +11,9 @@ On the 12-bit task (N = 4096, the untrained 10-7-5-4-3 tanh network, all 6 layer
   reference-style pairwise computation with a Python loop over samples (one row of distances at
   a time).
 Both sides compute the same numbers (checked); the ratio is what matters. Each side's time is the
-best of its runs (``--repeats``, ``--ref-repeats``), as timeit reports.
+best of its runs (``--repeats``, ``--ref-repeats``), as timeit reports; ibtui's runs are interleaved
+with the reference's (before, between and after them), so both are timed over the same stretch of a
+machine whose speed drifts.
 - training, the engine's own loop (``Engine.train_epoch``, saxe-tanh settings): one network at a
   time vs an ensemble of ``--seeds`` networks trained together, per network-epoch, each with the
   engine's automatic thread policy (and the ensemble on one thread too).
@@ -88,6 +90,24 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return min(times), result
 
 
+def timed_side_by_side(fast, reference, repeats: int, ref_repeats: int) -> tuple[float, object, float, object]:
+    """Best-of times and results of ``fast`` (``repeats`` runs) and ``reference`` (``ref_repeats``
+    runs), interleaved: the fast runs are spread over the reference's runs (before, between, after),
+    so both sides are timed across the same stretch of a machine whose speed drifts."""
+    fast_times, ref_times, fast_result, ref_result = [], [], None, None
+    slots = ref_repeats + 1
+    for slot in range(slots):
+        for _ in range(repeats // slots + (slot < repeats % slots)):
+            start = time.perf_counter()
+            fast_result = fast()
+            fast_times.append(time.perf_counter() - start)
+        if slot < ref_repeats:
+            start = time.perf_counter()
+            ref_result = reference()
+            ref_times.append(time.perf_counter() - start)
+    return min(fast_times), fast_result, min(ref_times), ref_result
+
+
 def training_speed(seeds: int, epochs: int, threads: int | None = None) -> dict:
     """Network-epochs per second of the engine's training loop for an ensemble of ``seeds`` networks."""
     import logging
@@ -146,15 +166,16 @@ def estimator_speed(layers: list[torch.Tensor], mi_set: MISet, repeats: int, ref
     np_layers = [h.double().numpy() for h in layers]
     x_ids, y = mi_set.x_ids.numpy(), mi_set.y.numpy()
     report: dict = {}
-    fast_s, fast = timed(lambda: Binning(0.07).estimate(layers, mi_set)["binning"], repeats)
     # The activations' own dtype (float32), as Binning and the anchors bin them: identical codes.
-    ref_s, ref = timed(lambda: reference_binning([h.numpy() for h in layers], x_ids, y, 0.07), ref_repeats)
+    fast_s, fast, ref_s, ref = timed_side_by_side(
+        lambda: Binning(0.07).estimate(layers, mi_set)["binning"],
+        lambda: reference_binning([h.numpy() for h in layers], x_ids, y, 0.07), repeats, ref_repeats)
     assert np.allclose(np.stack(fast, axis=1), ref, rtol=0, atol=1e-9), "binning results differ"
     report["binning_all_layers"] = {"ibtui_ms": round(fast_s * 1000, 2), "reference_ms": round(ref_s * 1000, 1),
                                     "speedup": round(ref_s / fast_s, 1)}
 
-    fast_s, fast = timed(lambda: KDE(1e-3).estimate(layers, mi_set)["kde_upper"][0], repeats)
-    ref_s, ref = timed(lambda: reference_kde_upper_ixt(np_layers, 1e-3), ref_repeats)
+    fast_s, fast, ref_s, ref = timed_side_by_side(lambda: KDE(1e-3).estimate(layers, mi_set)["kde_upper"][0],
+                                                  lambda: reference_kde_upper_ixt(np_layers, 1e-3), repeats, ref_repeats)
     assert np.allclose(fast, ref, atol=1e-6), "KDE results differ"
     report["kde_upper_all_layers"] = {"ibtui_ms": round(fast_s * 1000, 1), "reference_ms": round(ref_s * 1000, 1),
                                       "speedup": round(ref_s / fast_s, 1),
