@@ -145,7 +145,7 @@ class InfoNCE(Estimator):
     kind: ClassVar[str] = "infonce"
     thread_safe: ClassVar[bool] = False  # seeds its critics' initialisation through the global RNG
     summary: ClassVar[str] = ("InfoNCE neural lower bounds (trained separable critic) on the noisy layer, capped "
-                              "at log2 N; I(X;T) from the input vectors")
+                              "at log2(N/2) (held-out half); I(X;T) from the input vectors")
 
     def validate(self) -> None:
         if not (isinstance(self.noise_variance, (int, float)) and math.isfinite(self.noise_variance)
