@@ -300,6 +300,25 @@ def test_a_followed_replay_shows_the_runs_end_as_soon_as_meta_says_so(tmp_path):
     asyncio.run(scenario())
 
 
+def test_compare_counts_follow_a_run_still_being_written(finished_run, tmp_path):
+    from pathlib import Path
+
+    run = Path(execute(tiny_config(tmp_path))["run_dir"])
+    events = (run / "events.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "events.jsonl").write_bytes(b"".join(events[:2]))
+    screen = CompareScreen([RunView.from_run_dir(finished_run), RunView.from_run_dir(run)])
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(160, 40)) as pilot:
+            before = status_text(screen)
+            (run / "events.jsonl").write_bytes(b"".join(events))
+            await pilot.pause(1.6)
+            after = status_text(screen)
+            assert before.count("2 measured") == 1 and "2 measured" not in after and after != before
+
+    asyncio.run(scenario())
+
+
 def test_the_rate_holds_still_once_the_run_has_ended(monkeypatch):
     import ibtui.tui.state as state
 

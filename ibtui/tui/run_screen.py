@@ -373,9 +373,11 @@ class CompareScreen(Screen):
         self.update_status()
 
     def poll(self) -> None:
+        changed = False
         for view in self.views:
-            view.follow()
-            view.refresh_meta()
+            changed |= bool(view.follow()) | view.refresh_meta()
+        if changed:  # the measured counts in the status line follow runs still being written
+            self.update_status()
         self.refresh_plots()
 
     def refresh_plots(self) -> None:
