@@ -442,15 +442,21 @@ def test_quit_with_a_running_worker_asks_first(finished_run):
     asyncio.run(scenario())
 
 
+def home_app(runs_dir) -> tuple[IbtuiApp, list]:
+    """The app on its home screen, with launches recorded instead of started."""
+    app = IbtuiApp(runs_dir=str(runs_dir))
+    launched: list = []
+    app.launch = launched.append
+    return app, launched
+
+
 def test_home_lists_presets_and_runs_and_rejects_a_bad_form_value(finished_run):
     from pathlib import Path
 
     from ibtui.tui.home import HomeScreen, field_id
 
     async def scenario():
-        app = IbtuiApp(runs_dir=str(Path(finished_run).parent))
-        launched = []
-        app.launch = launched.append
+        app, launched = home_app(Path(finished_run).parent)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
             home = app.screen
@@ -471,9 +477,7 @@ def test_home_lists_presets_and_runs_and_rejects_a_bad_form_value(finished_run):
 
 def test_home_launches_into_the_runs_dir_it_lists(tmp_path):
     async def scenario():
-        app = IbtuiApp(runs_dir=str(tmp_path / "mine"))
-        launched = []
-        app.launch = launched.append
+        app, launched = home_app(tmp_path / "mine")
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
             app.screen.action_launch()
@@ -488,9 +492,7 @@ def test_home_launches_nothing_while_the_highlighted_preset_fails_to_load(tmp_pa
     monkeypatch.setenv("IBTUI_CONFIG_DIR", str(tmp_path))
 
     async def scenario():
-        app = IbtuiApp(runs_dir=str(tmp_path / "runs"))
-        launched = []
-        app.launch = launched.append
+        app, launched = home_app(tmp_path / "runs")
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
             home = app.screen
@@ -507,9 +509,7 @@ def test_escape_leaves_the_home_form_so_its_keys_act_again(tmp_path):
     from ibtui.tui.home import field_id
 
     async def scenario():
-        app = IbtuiApp(runs_dir=str(tmp_path / "runs"))
-        launched = []
-        app.launch = launched.append
+        app, launched = home_app(tmp_path / "runs")
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
             epochs = app.screen.query_one(f"#{field_id('train.epochs')}")
