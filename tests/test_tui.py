@@ -7,6 +7,7 @@ import json
 import queue
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from textual.app import App
@@ -501,6 +502,53 @@ def test_home_launches_nothing_while_the_highlighted_preset_fails_to_load(tmp_pa
             await pilot.pause(0.1)
             assert launched == []
             assert any("cannot launch" in (n.title or "") for n in app._notifications)
+
+    asyncio.run(scenario())
+
+
+def test_home_run_list_follows_a_run_that_is_still_going(tmp_path):
+    run = Path(execute(tiny_config(tmp_path))["run_dir"])
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "status": "running", "epochs_done": 3}))
+
+    async def scenario():
+        app, _ = home_app(run.parent)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            table = app.screen.query_one("#runs")
+            row = table.get_row_at(0)
+            assert (row[2], row[5]) == ("running", f"3/{meta['epochs_total']}")
+            (run / "meta.json").write_text(json.dumps(meta))  # the run ends
+            await pilot.pause(2.5)
+            assert table.get_row_at(0)[2] == "done"
+
+    asyncio.run(scenario())
+
+
+def test_marking_a_run_stars_it_where_it_is_without_scrolling_the_list(tmp_path):
+    for i in range(40):
+        (tmp_path / f"run{i:02d}").mkdir()
+        (tmp_path / f"run{i:02d}" / "meta.json").write_text(json.dumps(
+            {"status": "done", "preset": "x", "created": f"2026-01-01T00:00:{i:02d}", "epochs_done": 1,
+             "epochs_total": 1}))
+
+    async def scenario():
+        app, _ = home_app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            table = home.query_one("#runs")
+            table.focus()
+            table.move_cursor(row=35)
+            await pilot.pause(0.1)
+            table.move_cursor(row=table.cursor_row - 3)
+            await pilot.pause(0.1)
+            scrolled, row = table.scroll_y, table.cursor_row
+            assert scrolled > 0
+            await pilot.press("m")
+            await pilot.pause(0.1)
+            assert (table.scroll_y, table.cursor_row) == (scrolled, row) and table.get_row_at(row)[0] == "*"
+            assert home.marked == [home.run_paths[row]]
 
     asyncio.run(scenario())
 

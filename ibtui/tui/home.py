@@ -9,6 +9,7 @@ from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, Select
 from textual.widgets.option_list import Option
@@ -16,6 +17,9 @@ from textual.widgets.option_list import Option
 from ibtui.config import ACTIVATIONS, SCHEDULES, Config, available_presets, load_preset, preset_description
 from ibtui.errors import UserError
 from ibtui.tui.state import list_runs
+
+RUNS_POLL_S = 2.0  # the run list follows runs still going at this interval
+LIVE_STATUSES = ("starting", "running", "paused")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class HomeScreen(Screen):
         self.cfg: Config | None = None
         self.load_error: str | None = None  # why the highlighted preset does not load
         self.marked: list[str] = []
+        self.rows: list[dict] = []
         self.run_paths: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -127,6 +132,7 @@ class HomeScreen(Screen):
         table = self.query_one("#runs", DataTable)
         table.add_columns("", "run", "status", "preset", "created", "epochs")
         self.action_refresh_runs()
+        self.set_interval(RUNS_POLL_S, self.poll_runs)
         options = self.query_one("#presets", OptionList)
         if self.preset:
             options.highlighted = list(self.presets).index(self.preset)
@@ -189,13 +195,29 @@ class HomeScreen(Screen):
 
     # ------------------------------------------------------------------ runs
     def action_refresh_runs(self) -> None:
+        self.show_runs(list_runs(self.runs_dir))
+
+    def show_runs(self, rows: list[dict]) -> None:
+        """Fill the table with ``rows``; the cursor stays on the run it was on."""
         table = self.query_one("#runs", DataTable)
+        selected = self.selected_run()
         table.clear()
-        rows = list_runs(self.runs_dir)
+        self.rows = rows
         self.run_paths = [r["path"] for r in rows]
         for r in rows:
             table.add_row("*" if r["path"] in self.marked else "", r["id"], r["status"], r["preset"], r["created"],
                           r["epochs"], key=r["path"])
+        if selected in self.run_paths:
+            table.move_cursor(row=self.run_paths.index(selected))
+
+    def poll_runs(self) -> None:
+        """While a listed run or sweep is still going, follow its status and epochs on disk (only
+        while this screen is shown: under a live run's screen it would compete with that run)."""
+        if not self.is_current or not any(r["status"] in LIVE_STATUSES or r["status"].startswith("sweep") for r in self.rows):
+            return
+        rows = list_runs(self.runs_dir)
+        if rows != self.rows:
+            self.show_runs(rows)
 
     def selected_run(self) -> str | None:
         table = self.query_one("#runs", DataTable)
@@ -221,9 +243,8 @@ class HomeScreen(Screen):
             self.marked.remove(path)
         else:
             self.marked.append(path)
-        row = self.query_one("#runs", DataTable).cursor_row
-        self.action_refresh_runs()
-        self.query_one("#runs", DataTable).move_cursor(row=row)
+        table = self.query_one("#runs", DataTable)  # in place: the table keeps its scroll position
+        table.update_cell_at(Coordinate(table.cursor_row, 0), "*" if path in self.marked else "")
 
     def action_compare(self) -> None:
         if len(self.marked) < 2:
