@@ -546,7 +546,11 @@ def check_dataset_spec(spec: str) -> None:
     """Reject a spec of none of the forms in ``VALID_SPECS`` (no file is read: a run's machine may differ)."""
     key = spec.strip().lower() if isinstance(spec, str) else ""
     if not (key == "12bit" or key in SOURCES or key.startswith(("mat:", "npz:"))):
-        raise UserError(f"unknown dataset spec {spec!r}: valid forms are {VALID_SPECS}")
+        raise _unknown_spec(spec)
+
+
+def _unknown_spec(spec: object) -> UserError:
+    return UserError(f"unknown dataset spec {spec!r}: valid forms are {VALID_SPECS}")
 
 
 def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
@@ -563,4 +567,4 @@ def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
         return _load_mat(text[4:], text)
     if key.startswith("npz:"):
         return _load_npz(text[4:], text)
-    raise UserError(f"unknown dataset spec {spec!r}: valid forms are {VALID_SPECS}")
+    raise _unknown_spec(spec)

@@ -317,9 +317,10 @@ class Sweep:
                 line = json.loads(raw)
             except ValueError:
                 continue
-            value = line.get("attempts") if isinstance(line, dict) else None
-            if isinstance(line, dict) and isinstance(line.get("cell"), str) and (
-                    value is None or (isinstance(value, int) and not isinstance(value, bool))):
+            if not (isinstance(line, dict) and isinstance(line.get("cell"), str)):
+                continue
+            value = line.get("attempts")
+            if value is None or (isinstance(value, int) and not isinstance(value, bool)):
                 attempts[line["cell"]] = value
         return attempts
 

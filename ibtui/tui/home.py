@@ -16,10 +16,9 @@ from textual.widgets.option_list import Option
 
 from ibtui.config import ACTIVATIONS, SCHEDULES, Config, available_presets, load_preset, preset_description
 from ibtui.errors import UserError
-from ibtui.tui.state import list_runs
+from ibtui.tui.state import LIVE_STATUSES, list_runs
 
 RUNS_POLL_S = 2.0  # the run list follows runs still going at this interval
-LIVE_STATUSES = ("starting", "running", "paused")
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,7 @@ class HomeScreen(Screen):
         self.cfg: Config | None = None
         self.load_error: str | None = None  # why the highlighted preset does not load
         self.marked: list[str] = []
-        self.rows: list[dict] = []
-        self.run_paths: list[str] = []
+        self.rows: list[dict] = []  # the listed runs (list_runs), in table order
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -203,7 +201,6 @@ class HomeScreen(Screen):
         selected = self.selected_run()
         table.clear()
         self.rows = rows
-        self.run_paths = [r["path"] for r in rows]
         for r in rows:
             table.add_row("*" if r["path"] in self.marked else "", r["id"], r["status"], r["preset"], r["created"],
                           r["epochs"], key=r["path"])
@@ -213,11 +210,16 @@ class HomeScreen(Screen):
     def poll_runs(self) -> None:
         """While a listed run or sweep is still going, follow its status and epochs on disk (only
         while this screen is shown: under a live run's screen it would compete with that run)."""
-        if not self.is_current or not any(r["status"] in LIVE_STATUSES or r["status"].startswith("sweep") for r in self.rows):
+        going = any(r["status"] in LIVE_STATUSES or r["status"].startswith("sweep") for r in self.rows)
+        if not (self.is_current and going):
             return
         rows = list_runs(self.runs_dir)
         if rows != self.rows:
             self.show_runs(rows)
+
+    @property
+    def run_paths(self) -> list[str]:
+        return [r["path"] for r in self.rows]
 
     def selected_run(self) -> str | None:
         table = self.query_one("#runs", DataTable)

@@ -134,7 +134,7 @@ FAMILY_COLOURS = ("cyan", "green", "yellow", "magenta", "red", "blue", "orange",
 def family_figure(view: RunView, family: str, layer: int, width: int, height: int, cursor: int | None = None) -> str:
     """One layer on the information plane under every parameter value of an analysis family
     (e.g. bins = 8 … 50): one trajectory per value, up to the shown epoch, in bits."""
-    planes = [p for p in view.families.get(family, []) if view.planes.get(p)]
+    planes = view.family_planes(family)
     if not planes:
         return empty_figure(width, height, f"{family}: no analysis planes (run `ibtui analyze`)")
     n_layers = len(next(iter(view.planes[planes[0]].values()))[0])

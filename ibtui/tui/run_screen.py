@@ -313,10 +313,10 @@ class RunScreen(Screen):
         if not self.view.run_dir:
             self.notify("nothing to export yet", severity="warning")
             return
-        shown = [self.plane] if self.family is None else [  # the family view: each of its planes
-            p for p in self.view.families.get(self.family, []) if self.view.planes.get(p)]
+        shown = [self.plane] if self.family is None else self.view.family_planes(self.family)
+        out_dir = Path(self.view.run_dir) / "export"
         try:
-            paths = [path for plane in shown for path in export_plane(self.view, plane, Path(self.view.run_dir) / "export")]
+            paths = [path for plane in shown for path in export_plane(self.view, plane, out_dir)]
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return

@@ -24,6 +24,7 @@ from ibtui.errors import UserError
 
 
 GRADIENT_REDRAW = 10  # epochs between redraws of the plane's drift→diffusion marks in a live run
+LIVE_STATUSES = ("starting", "running", "paused")  # a run that is still going
 
 
 @dataclass
@@ -87,7 +88,7 @@ class RunView:
 
     @property
     def running(self) -> bool:
-        return self.status in ("starting", "running", "paused")
+        return self.status in LIVE_STATUSES
 
     def rate(self) -> float | None:
         """Epochs per second from the first to the latest epoch event (live runs only): it holds
@@ -370,6 +371,10 @@ class RunView:
             self.version += 1
             self.plane_version += 1
         return len(self.families)
+
+    def family_planes(self, family: str) -> list[str]:
+        """The planes of an analysis family that hold points, in the family's order."""
+        return [p for p in self.families.get(family, []) if self.planes.get(p)]
 
     def family_of(self, plane: str) -> str | None:
         """The analysis family a plane belongs to (None for the run's own planes)."""
