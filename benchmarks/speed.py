@@ -113,7 +113,8 @@ def training_speed(seeds: int, epochs: int, threads: int | None = None) -> dict:
     import logging
 
     from ibtui.config import load_preset
-    from ibtui.engine.runner import Engine, prepare, torch_threads
+    from ibtui.engine.measure import torch_threads
+    from ibtui.engine.runner import Engine, prepare
 
     cfg = load_preset("saxe-tanh", [f"train.seeds={seeds}", 'train.device="cpu"'])
     engine = Engine(prepare(cfg), None, lambda event: None, logging.getLogger("benchmark"))

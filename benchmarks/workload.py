@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ibtui.config import load_preset
 from ibtui.engine.runner import execute
+from ibtui.config import ScheduleConfig
 from ibtui.engine.schedule import static_epochs
 
 from report import header, write_report
@@ -73,7 +74,7 @@ def main() -> None:
     wall = float(summary["wall_seconds"])
     train_per_epoch = statistics.mean(train_s)
     measure_per_epoch = statistics.mean(measure_s)
-    n_measured = len(static_epochs("stepped", EPOCHS))
+    n_measured = sum(1 for _ in static_epochs(ScheduleConfig(kind="stepped"), EPOCHS))
     projected = train_per_epoch * EPOCHS + measure_per_epoch * n_measured
     report = {
         **header(),

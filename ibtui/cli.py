@@ -108,15 +108,19 @@ def analyze(
 
     Stores analysis/<estimator>-<param>.npz in the run; the app shows each value as a plane and
     the whole family with `f`. `--estimator binning --bins ...` uses binning_fixed (equal bins
-    between its low and high, [-1, 1] unless set).
+    between its low and high, [-1, 1] unless set). Without --bins or --vary the estimator runs once,
+    at its --set values (analysis/<estimator>.npz). The measurement is the run's own: at the run's
+    settings it gives the run's planes back.
     """
     from ibtui.config import parse_value
     from ibtui.engine.analyze import analyze as run_analysis
 
-    if (bins is None) == (vary is None):
-        fail("give exactly one of --bins N,N,... or --vary PARAM=v1,v2,...")
+    if bins is not None and vary is not None:
+        fail("give at most one of --bins N,N,... or --vary PARAM=v1,v2,...")
     note = ""
-    if bins is not None:
+    if bins is None and vary is None:  # once, at the --set values (or the estimator's defaults)
+        param, text = "", ""
+    elif bins is not None:
         param, text = "bins", bins
         if estimator == "binning":  # binning is by bin size; a bin count means fixed-width bins
             estimator = "binning_fixed"
@@ -127,6 +131,8 @@ def analyze(
         if not sep or not param:
             fail(f"--vary '{vary}' is not of the form PARAM=v1,v2,...")
     values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+    if param and not values:
+        fail(f"give at least one value to vary {param} over")
     settings: dict[str, Any] = {}
     for item in fixed:
         key, sep, value = item.partition("=")
@@ -138,7 +144,7 @@ def analyze(
     task = progress.add_task("analyze", total=None)
     try:
         with termination_as_interrupt(), progress:
-            description = run_analysis(run_dir, estimator, (param, values), settings, device,
+            description = run_analysis(run_dir, estimator, (param, values) if param else None, settings, device,
                                        on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     except UserError as exc:
         fail(str(exc))
@@ -153,10 +159,11 @@ def analyze(
 
     arrays = read_npz(run_file(Path(run_dir), description["arrays"]))
     layers = description["layers"]
-    table = Table(title=f"{estimator}: {param} = {', '.join(map(str, values))} · {len(description['epochs'])} "
+    what = f"{param} = {', '.join(map(str, values))}" if param else (", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults")
+    table = Table(title=f"{estimator}: {what} · {len(description['epochs'])} "
                         f"epochs · {description['seconds']:.1f} s · I(X;T) final/peak, bits",
                   caption=escape(f"{run_dir}/{description['arrays']}"), header_style="bold", box=box.SIMPLE_HEAD)
-    single = len(description["planes"]) == len(values)  # one plane per value: label rows by the value
+    single = bool(param) and len(description["planes"]) == len(values)  # one plane per value: rows by the value
     table.add_column(param if single else "plane", no_wrap=True)
     for name in layers:
         table.add_column(escape(name), justify="right", no_wrap=True)
@@ -237,44 +244,39 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """Per plane and layer: final I(X;T), I(T;Y), peak I(X;T) and its epoch, drop from the peak (bits).
-
-    For an ensemble those are of the members' mean trajectory, and three more columns give the
-    mean ± standard deviation over members of each member's own peak, final value and drop.
-    """
+    """Per plane and layer, in bits: final I(X;T) and I(T;Y), peak I(X;T) and its epoch, the drop
+    from the peak. For an ensemble each is the mean over members of each member's own value, ± the
+    members' standard deviation (``ibtui.engine.summary``). ▲ marks a value at its cap."""
     seeds = summary.get("seeds") or []
+    ensemble = len(seeds) > 1
     title = (f"{summary['status']} · {summary['epochs_done']}/{summary['epochs_total']} epochs · "
              f"{summary['measured_epochs']} measured · {summary['wall_seconds']:.1f} s · "
              f"train acc {_fmt(summary['train_acc'])} · test acc {_fmt(summary['test_acc'])}"
              + (f" (float {_fmt(summary['float_test_acc'])})" if "float_test_acc" in summary else "")
-             + (f" · {len(seeds)} seeds (mean over members)" if len(seeds) > 1 else ""))
-    ensemble = len(seeds) > 1
-    table = Table(title=title, caption=escape(summary["run_dir"]), header_style="bold",
-                  **({"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True} if ensemble else {}))
-    if ensemble:  # the members' spread replaces the mean trajectory's peak columns (80 columns wide)
-        columns = ["plane", "layer", "I(X;T)", "I(T;Y)", "peak±sd", "at", "final±sd", "drop±sd"]
-    else:
-        columns = ["plane", "layer", "I(X;T)", "I(T;Y)", "peak I(X;T)", "at epoch", "drop"]
-    for col in columns:
+             + (f" · {len(seeds)} networks: mean ± sd of each one's own value" if ensemble else "")
+             + " · bits")
+    capped = any(row.get("caps") for rows in summary["planes"].values() for row in rows)
+    caption = escape(summary["run_dir"]) + ("\n▲ at its cap (saturated, not resolved): " + "; ".join(sorted(
+        {cap for rows in summary["planes"].values() for row in rows for cap in row.get("caps", [])})) if capped else "")
+    table = Table(title=title, caption=caption, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True)
+    for col in ["plane", "layer", "I(X;T)", "I(T;Y)", "peak I(X;T)", "at epoch", "drop"]:
         table.add_column(col, justify="left" if col in ("plane", "layer") else "right", no_wrap=True)
+
+    def value(row: dict[str, Any], key: str, digits: int = 2) -> str:
+        text = _fmt(row.get(key), digits)
+        if row.get(f"{key}_sd") is not None:
+            text += f"±{_fmt(row[f'{key}_sd'], digits)}"
+        return text
+
     for plane, rows in summary["planes"].items():
         for i, row in enumerate(rows):
-            cells = [plane if i == 0 else "", row["layer"]]
-            if ensemble:
-                spread = row.get("seeds", {})
-
-                def pm(key: str, own: str) -> str:  # a pooled plane has no members: its own value
-                    if f"{key}_mean" not in spread:
-                        return _fmt(row[own], 2)
-                    return f"{_fmt(spread[f'{key}_mean'], 2)}±{_fmt(spread.get(f'{key}_std'), 2)}"
-
-                cells += [_fmt(row["final_ixt"], 2), _fmt(row["final_ity"], 2), pm("peak_ixt", "peak_ixt"),
-                          _fmt(spread.get("peak_epoch_mean", row["peak_epoch"]), 0), pm("final_ixt", "final_ixt"),
-                          pm("compression", "compression")]
-            else:
-                cells += [_fmt(row["final_ixt"]), _fmt(row["final_ity"]), _fmt(row["peak_ixt"]),
-                          str(row["peak_epoch"]), _fmt(row["compression"])]
-            table.add_row(*cells)
+            caps = row.get("caps") or []
+            mark_x = "▲" if any(c.startswith(("I(X;T)", "H(T|X)")) for c in caps) else ""
+            mark_y = "▲" if any(c.startswith("I(T;Y)") for c in caps) else ""
+            table.add_row(escape(plane) if i == 0 else "", escape(str(row["layer"])), value(row, "final_ixt") + mark_x,
+                          value(row, "final_ity") + mark_y, value(row, "peak_ixt"), value(row, "peak_epoch", 0),
+                          value(row, "compression"))
         table.add_section()
     return table
 

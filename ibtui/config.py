@@ -31,9 +31,11 @@ from ibtui.estimators import ESTIMATORS, Estimator
 
 ACTIVATIONS = ("tanh", "relu", "linear", "sigmoid", "softplus", "elu")
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("every", "every_n", "log", "stepped", "delta_exact", "delta_approx")
+SCHEDULES = ("every", "every_n", "log", "stepped", "stepped_mnist", "delta_exact", "delta_approx", "delta_halving")
 MI_SETS = ("all", "train", "test")
-INITS = ("idnns", "torch")
+INITS = ("idnns", "ibsgd", "keras", "torch")
+MAX_POINTS = 1_000_000
+"""Largest ``schedule.points`` (the log schedule holds that many epochs)."""
 MAX_WIDTH = 65536
 
 
@@ -58,14 +60,23 @@ class DataConfig:
 class ModelConfig:
     """An MLP: hidden ``widths``, ``activation`` after each, softmax output.
 
-    init: ``idnns`` (truncated normal, std 1/sqrt(fan_in), zero biases) or ``torch`` (PyTorch default).
+    init (biases are zero in all but ``torch``; truncated normals are cut at ±2 std and redrawn):
+    - ``idnns``: every layer truncated normal with std 1/sqrt(fan_in) (IDNNs' model.py);
+    - ``ibsgd``: hidden layers truncated normal with std 1/sqrt(the layer's own width, i.e. fan_out),
+      the softmax layer Keras' glorot_uniform (ibsgd's IBnet_SaveActivations.ipynb);
+    - ``keras``: Keras' default glorot_uniform, U(±sqrt(6/(fan_in+fan_out))), in every layer
+      (ibsgd's MNIST_SaveActivations.ipynb);
+    - ``torch``: PyTorch's nn.Linear default.
     quantize_bits: 0 = float activations; k ≥ 1 = every hidden activation rounded to one of 2^k
     equally spaced levels spanning ``quantize_range`` [low, high] (values outside are clipped),
     in training (straight-through gradient) and evaluation, so each layer is a discrete variable
     and its MI exact. An empty range means the activation's own: [−1, 1] for tanh, [0, 1] for
     sigmoid (the others are unbounded and need an explicit range).
     noise_std: σ > 0 makes a noisy network (Goldfeld et al. 2019): N(0, σ²) noise is added after
-    every hidden activation in training and evaluation (measure it with ``noisy_mc``).
+    every hidden activation in training and evaluation. Its planes come from ``noisy_mc`` (the known
+    Gaussian mixture) or from plug-in estimators (the binning family, discrete) on ``noise_draws``
+    noisy passes per input pooled, which estimate H(T|X) from the repeats (at most log2 noise_draws
+    bits: flagged as saturated there). Estimators that assume a deterministic layer are refused.
     """
 
     widths: list[int] = field(default_factory=lambda: [10, 7, 5, 4, 3])
@@ -74,6 +85,7 @@ class ModelConfig:
     quantize_bits: int = 0
     quantize_range: list[float] = field(default_factory=list)
     noise_std: float = 0.0
+    noise_draws: int = 8
 
     def levels_range(self) -> tuple[float, float] | None:
         """[low, high] of the quantization levels, or None for float activations."""
@@ -95,6 +107,11 @@ class TrainConfig:
     seed + seeds − 1 (each its own initial weights, data split and batch order).
     gradient_stats: record, every epoch and per layer, the norms of the mean and standard
     deviation of the minibatch gradients of its weights (``ibtui.engine.phases``).
+    shuffle_batches: draw a new order of the training samples every epoch (Keras' ``fit``, so
+    ibsgd); false feeds the same consecutive minibatches in the same order every epoch (IDNNs).
+    adam_eps: Adam's epsilon. adam_eps_hat: false adds it to the bias-corrected sqrt(v̂)
+    (PyTorch, Algorithm 1 of Kingma & Ba); true adds it to the uncorrected sqrt(v) ("epsilon hat",
+    as TensorFlow's AdamOptimizer and Keras' Adam do: IDNNs with 1e-8, ibsgd with Keras' 1e-7).
     """
 
     optimizer: str = "adam"
@@ -107,6 +124,9 @@ class TrainConfig:
     threads: int = 0
     seeds: int = 1
     gradient_stats: bool = False
+    shuffle_batches: bool = True
+    adam_eps: float = 1e-8
+    adam_eps_hat: bool = False
 
 
 BOUNDED_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
@@ -121,7 +141,8 @@ class ScheduleConfig:
     """Which epochs get measured (see ``ibtui.engine.schedule``).
 
     every_n uses ``every``; log uses ``points`` (IDNNs: 400 log2-spaced points, deduplicated);
-    delta_exact / delta_approx use ``delta`` (bits, largest allowed move of any layer on the
+    stepped and stepped_mnist are ibsgd's; delta_approx (the study's rule), delta_halving and
+    delta_exact use ``delta`` (bits, largest allowed move of any layer on the
     plane of ``estimator``, "" = the first plane), ``initial_skip`` and ``max_skip``.
     """
 
@@ -144,16 +165,20 @@ class StoreConfig:
 
 @dataclass
 class AsIfRandomConfig:
-    """The "as if random" experiment: weights treated as random variables, so H(T|X) > 0.
+    """The "as if random" experiment: the network's weights treated as random variables through the
+    randomness of SGD itself, so that H(T|X) > 0 is a defined, estimable quantity.
 
-    pool: "" (off), "epochs" (each input's activations over the last ``window`` measured epochs
-    form its distribution of T) or "seeds" (over the members of the ensemble at that epoch).
-    Extra planes ``<plane>~epochs<W>`` or ``<plane>~seeds`` come from the estimators that
-    estimate H(T|X) from repeated inputs (``Estimator.pools``: the binning family, discrete).
+    pool: "" (off) or "sgd". At every measured epoch e, each network is branched into ``children``
+    copies that share its weights and optimiser state (so their units are aligned); each copy trains
+    ``window`` more epochs with its own batch order. The copies' activations of each input form its
+    distribution of T, and the plug-in estimators (binning family, discrete) give planes
+    ``<plane>~sgd`` with I(X;T) = H(T) − H(T|X), H(T|X) ≤ log2 children (the cap; flagged when
+    reached). README: "As if random" states the definition, the estimator and its bias.
     """
 
     pool: str = ""
-    window: int = 5
+    children: int = 8
+    window: int = 10
 
 
 @dataclass
@@ -400,7 +425,7 @@ def _choice(value: str, options: tuple[str, ...], where: str) -> None:
     _check(value in options, f"{where} must be one of {', '.join(options)}; got '{value}'")
 
 
-POOLS = ("", "epochs", "seeds")
+POOLS = ("", "sgd")
 
 
 def validate(cfg: Config) -> None:
@@ -435,6 +460,7 @@ def validate(cfg: Config) -> None:
     _choice(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check(math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a positive number; got {t.lr}")
     _check(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"train.momentum must be in [0, 1); got {t.momentum}")
+    _check(math.isfinite(t.adam_eps) and 0 < t.adam_eps <= 1, f"train.adam_eps must be in (0, 1]; got {t.adam_eps}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")
     _check(t.epochs >= 0, f"train.epochs must be >= 0; got {t.epochs}")
     _check(1 <= t.seeds <= MAX_SEEDS, f"train.seeds must be in [1, {MAX_SEEDS}]; got {t.seeds}")
@@ -444,23 +470,35 @@ def validate(cfg: Config) -> None:
            f"train.device must be auto, cpu, cuda or cuda:N; got '{t.device}'")
     _choice(s.kind, SCHEDULES, "schedule.kind")
     _check(s.every >= 1, f"schedule.every must be >= 1; got {s.every}")
-    _check(s.points >= 2, f"schedule.points must be >= 2; got {s.points}")
+    _check(2 <= s.points <= MAX_POINTS, f"schedule.points must be from 2 to {MAX_POINTS}; got {s.points}")
     _check(math.isfinite(s.delta) and s.delta > 0, f"schedule.delta must be > 0 bits; got {s.delta}")
     _check(s.initial_skip >= 1, f"schedule.initial_skip must be >= 1; got {s.initial_skip}")
     _check(s.max_skip >= s.initial_skip, f"schedule.max_skip must be >= schedule.initial_skip; got {s.max_skip}")
     _check(bool(cfg.store.runs_dir.strip()), "store.runs_dir must not be empty")
     a = cfg.as_if_random
+    if a.pool in ("seeds", "epochs"):
+        raise UserError(f"as_if_random.pool = \"{a.pool}\" was withdrawn: pooling independently trained networks "
+                        "(units not aligned) or consecutive measured epochs (depends on the schedule) defines no "
+                        "H(T|X); use pool = \"sgd\" (children branched from the network, README: As if random)")
     _choice(a.pool, POOLS, "as_if_random.pool")
-    _check(a.window >= 1, f"as_if_random.window must be >= 1 measured epochs; got {a.window}")
+    _check(2 <= a.children <= 256, f"as_if_random.children must be from 2 to 256; got {a.children}")
+    _check(1 <= a.window <= 100000, f"as_if_random.window must be from 1 to 100000 epochs; got {a.window}")
     if a.pool:
         poolable = [kind for kind, est in cfg.estimators.items() if est.pools]
         _check(bool(poolable), "as_if_random needs an estimator that estimates H(T|X) from repeated inputs: "
                f"{', '.join(k for k, c in ESTIMATORS.items() if c.pools)}")
-    if a.pool == "seeds":
-        _check(t.seeds >= 2, f"as_if_random.pool = \"seeds\" needs an ensemble (train.seeds >= 2); got {t.seeds}")
-    if a.pool == "epochs":
-        _check(s.kind != "delta_exact", "as_if_random.pool = \"epochs\" pools consecutive measured epochs; "
-               "delta_exact measures out of order: use another schedule")
+        _check(t.shuffle_batches, "as_if_random.pool = \"sgd\" draws each child's batch order: it needs "
+               "train.shuffle_batches = true")
+        _check(m.noise_std == 0, "as_if_random on a noisy network is not supported (its noise already makes T "
+               "random: use noisy_mc or a binning estimator on noisy passes)")
+        _check(s.kind != "delta_exact", "as_if_random.pool = \"sgd\" branches from the running optimiser; "
+               "delta_exact measures kept weights without it: use another schedule")
+    _check(1 <= m.noise_draws <= 4096, f"model.noise_draws must be from 1 to 4096; got {m.noise_draws}")
+    if m.noise_std > 0:
+        deterministic = [kind for kind, est in cfg.estimators.items() if not (est.pools or est.needs_centres)]
+        _check(not deterministic, f"estimators.{deterministic[0] if deterministic else ''} assumes a deterministic layer; "
+               "on a noisy network (model.noise_std > 0) use noisy_mc or a plug-in estimator on pooled noisy passes "
+               "(binning, binning_fixed, binning_adaptive, discrete)")
     _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", cfg.preset) is not None,
            f"preset name '{cfg.preset}' must be 1-64 letters, digits, '.', '_', '+' or '-' (it names run directories)")
     _check(len(cfg.estimators) >= 1, "at least one [estimators.NAME] table is needed; valid: " + ", ".join(ESTIMATORS))
@@ -470,9 +508,8 @@ def validate(cfg: Config) -> None:
 
 
 def pool_suffix(cfg: Config) -> str:
-    """Suffix of the as-if-random planes ("~epochs5", "~seeds"), "" when pooling is off."""
-    pool = cfg.as_if_random.pool
-    return "" if not pool else f"~epochs{cfg.as_if_random.window}" if pool == "epochs" else "~seeds"
+    """Suffix of the as-if-random planes ("~sgd"), "" when pooling is off."""
+    return "~sgd" if cfg.as_if_random.pool else ""
 
 
 def all_planes(cfg: Config) -> list[str]:

@@ -116,7 +116,14 @@ def test_cli_analyze_json_describes_the_stored_arrays(run):
                                       "kde_upper[noise_variance=0.01]", "kde_lower[noise_variance=0.01]"]
 
 
-@pytest.mark.parametrize("args", [["--estimator", "binning"], ["--estimator", "binning", "--bins", "8", "--vary", "x=1"],
+def test_cli_analyze_without_a_sweep_runs_the_estimator_once_at_its_settings(run):
+    result = CliRunner().invoke(app, ["analyze", run, "--estimator", "binning", "--set", "bin_size=0.07"])
+    assert result.exit_code == 0, result.output
+    arrays = read_npz(os.path.join(run, "analysis", "binning.npz"))
+    np.testing.assert_array_equal(arrays["binning[bin_size=0.07].ixt"], read_npz(os.path.join(run, PLANES))["binning.ixt"])
+
+
+@pytest.mark.parametrize("args", [["--estimator", "binning", "--bins", "8", "--vary", "x=1"],
                                   ["--estimator", "kde", "--vary", "noise_variance"]])
 def test_cli_analyze_needs_one_well_formed_sweep(run, args):
     result = CliRunner().invoke(app, ["analyze", run, *args])
@@ -149,3 +156,34 @@ def test_replay_view_skips_a_corrupt_analysis_with_a_warning(run):
 
     view = RunView.from_run_dir(run)
     assert view.families == {} and view.plane_names == ["binning"]
+
+
+def _registered():
+    import dataclasses
+
+    from ibtui.estimators import ESTIMATORS
+
+    for kind, cls in ESTIMATORS.items():
+        first = next((f for f in dataclasses.fields(cls) if f.init), None)  # discrete has no parameter
+        yield kind, first and first.name, first and first.default
+
+
+@pytest.mark.parametrize("kind, param, value", list(_registered()))
+def test_reanalysis_at_the_runs_own_settings_gives_the_runs_planes_back(runs_dir, kind, param, value):
+    """One measurement function for the run and for analyze: the same planes, for every estimator
+    (a noisy network for the noisy one, with its Monte-Carlo draws seeded by member and epoch)."""
+    sections = {"estimators": {kind: {}}, "train": {"epochs": 4, "seeds": 2},
+                "data": {"mi_max_samples": 300}, "schedule": {"kind": "every_n", "every": 2}}
+    if kind == "noisy_mc":
+        sections["model"] = {"noise_std": 0.1}
+        sections["estimators"] = {kind: {"noise_std": 0.1, "draws": 3}}
+        value = 0.1 if param == "noise_std" else value
+    run = execute(tiny_config(runs_dir, **sections))["run_dir"]
+    fixed = {k: v for k, v in sections["estimators"][kind].items() if k != param}
+    description = analyze(run, kind, (param, [value]) if param else None, fixed=fixed)
+    arrays = read_npz(os.path.join(run, "analysis", f"{kind}-{param}.npz" if param else f"{kind}.npz"))
+    own = read_npz(os.path.join(run, PLANES))
+    for label in description["planes"]:
+        plane = label.split("[")[0]
+        for key in ("ixt", "ity", "ixt_seeds", "ity_seeds"):
+            np.testing.assert_array_equal(arrays[f"{label}.{key}"], own[f"{plane}.{key}"], err_msg=f"{label}.{key}")

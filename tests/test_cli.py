@@ -165,14 +165,15 @@ def test_run_with_seeds_reports_each_members_spread_in_json(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["seeds"] == [0, 1]
     row = summary["planes"]["binning"][4]
-    assert {"peak_ixt_mean", "peak_ixt_std", "final_ixt_mean", "compression_mean"} <= set(row["seeds"])
+    assert {"peak_ixt_sd", "final_ixt_sd", "compression_sd", "peak_epoch_sd"} <= set(row)
+    assert row["statistic"] == "mean ± sd over 2 networks" and row["members"] == 2
     assert row["compression"] == pytest.approx(row["peak_ixt"] - row["final_ixt"])
 
 
 def test_run_with_seeds_prints_the_spread_columns(tmp_path):
     result = invoke("run", "-p", "quick", *TINY, "--seeds", "2", "--runs-dir", str(tmp_path), "-q")
     assert result.exit_code == 0, result.output
-    assert "2 seeds" in result.output and "peak±sd" in result.output and "±" in result.output
+    assert "2 networks: mean ± sd" in " ".join(result.output.split()) and "±" in result.output
 
 
 def test_bad_seed_count_is_a_one_line_error(tmp_path):

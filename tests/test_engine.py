@@ -121,7 +121,7 @@ def test_divergence_fails_the_run_with_a_reason(runs_dir):
 def test_every_schedule_decision_is_in_the_events(runs_dir):
     execute(tiny_config(runs_dir, schedule={"kind": "delta_approx", "delta": 0.05, "initial_skip": 2}, train={"epochs": 30}))
     events = read_events(only_run(runs_dir))
-    assert all(e["schedule"]["decision"] in ("start", "double", "halve", "end") for e in events)
+    assert all(e["schedule"]["decision"] in ("start", "double", "keep", "end") for e in events)
     epochs = [e["epoch"] for e in events]
     for event, nxt in zip(events, epochs[1:]):
         assert event["schedule"]["next"] == nxt

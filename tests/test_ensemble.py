@@ -82,11 +82,13 @@ def test_summary_reports_mean_and_spread_of_member_peaks(runs_dir):
     summary = execute(tiny_config(runs_dir, train={"seeds": 3}))
     arrays = read_npz(summary["run_dir"] + "/" + PLANES)
     per_member = arrays["binning.ixt_seeds"][:, :, 4]  # the 3-unit layer, (E, S)
-    row = summary["planes"]["binning"][4]["seeds"]
-    assert row["peak_ixt_mean"] == pytest.approx(per_member.max(axis=0).mean())
-    assert row["peak_ixt_std"] == pytest.approx(per_member.max(axis=0).std(ddof=1))
-    assert row["final_ixt_mean"] == pytest.approx(per_member[-1].mean())
-    assert row["compression_mean"] == pytest.approx((per_member.max(axis=0) - per_member[-1]).mean())
+    row = summary["planes"]["binning"][4]
+    # every number is the mean of each member's own value, with the members' sd beside it
+    assert row["peak_ixt"] == pytest.approx(per_member.max(axis=0).mean())
+    assert row["peak_ixt_sd"] == pytest.approx(per_member.max(axis=0).std(ddof=1))
+    assert row["final_ixt"] == pytest.approx(per_member[-1].mean())
+    assert row["compression"] == pytest.approx((per_member.max(axis=0) - per_member[-1]).mean())
+    assert row["statistic"] == "mean ± sd over 3 networks"
 
 
 def test_resumed_ensemble_matches_an_uninterrupted_one(runs_dir):
@@ -181,7 +183,7 @@ def test_members_estimated_side_by_side_in_threads_equal_members_estimated_one_b
     from ibtui.engine.runner import Engine
 
     engine = _engine(runs_dir, train={"seeds": 3, "threads": 2}, estimators=ESTIMATORS)
-    engine.train_epoch()
+    engine.trainer.epoch(1)
     assert engine.member_workers(2) == 2
     threaded = engine.measure(engine.model, 1)["planes"]
     monkeypatch.setattr(Engine, "member_workers", lambda self, threads: 1)

@@ -64,3 +64,49 @@ def test_report_has_a_row_per_estimator(script):
     table_d = next(t for t in report.tables if t.key == "d")
     assert max(table_d.errors("discrete")) < 1e-9
     assert len(table_d.errors("discrete")) == len(table_d.columns)
+
+
+def test_the_accuracy_document_was_produced_by_the_installed_estimators():
+    """docs/estimators.md records the digest of the estimator sources it measured; a change to any
+    estimator makes this fail until the document is regenerated (python benchmarks/estimator_accuracy.py)."""
+    import re
+
+    from ibtui.estimators import sources_digest
+
+    document = (Path(__file__).resolve().parents[1] / "docs" / "estimators.md").read_text(encoding="utf-8")
+    recorded = re.search(r"Estimator sources: `sha256:([0-9a-f]{64})`", document)
+    assert recorded, "docs/estimators.md records no estimator digest: regenerate it"
+    assert recorded.group(1) == sources_digest(), (
+        "docs/estimators.md was produced by other estimator sources: run python benchmarks/estimator_accuracy.py")
+
+
+def test_the_accuracy_document_keeps_label_information_within_h_y():
+    """Every I(T;Y) of the plug-in and mixture estimators in docs/estimators.md is at most H(Y):
+    1 bit in families (a)–(c) (two equiprobable classes), log2 C for Y = T mod C in (d)."""
+    import re
+
+    bounded = {"binning", "binning_fixed", "binning_adaptive", "discrete", "noisy_mc"}
+    document = (Path(__file__).resolve().parents[1] / "docs" / "estimators.md").read_text(encoding="utf-8")
+    checked = 0
+    for section in document.split("\n### ")[1:]:
+        family = section[:3]
+        if family not in ("(a)", "(b)", "(c)", "(d)"):
+            continue
+        lines = [line for line in section.splitlines() if line.startswith("| ")]
+        header = [c.strip() for c in lines[0].split("|")[1:-1]]
+        for line in lines[1:]:
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            if cells[0] not in bounded:
+                continue
+            for column, cell in zip(header[1:], cells[1:]):
+                if family == "(d)":
+                    if not column.endswith("I(T;Y)"):
+                        continue
+                    h_y = math.log2(int(re.search(r"Y = T mod (\d+)", column).group(1)))
+                else:
+                    h_y = 1.0
+                value = cell.split(" ")[0]
+                if value not in ("n/a", "nan"):
+                    checked += 1
+                    assert float(value) <= h_y + 5e-4, f"{cells[0]}: I(T;Y) = {value} > H(Y) = {h_y} ({column})"
+    assert checked > 50

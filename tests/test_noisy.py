@@ -16,7 +16,7 @@ from ibtui.engine.model import Ensemble
 from ibtui.engine.runner import execute
 from ibtui.engine.store import checkpoint_path, read_events
 from ibtui.errors import UserError
-from ibtui.estimators import MISet, NoisyMixture
+from ibtui.estimators import Binning, MISet, NoisyMixture
 from ibtui.estimators.noisy import conditional_entropy_nats, mixture_entropy_nats
 
 from conftest import full_and_resumed_events, tiny_config
@@ -131,3 +131,38 @@ def test_label_information_never_exceeds_h_y_even_with_monte_carlo_noise():
     for seed in range(3):
         (_,), (ity,) = NoisyMixture(noise_std=0.05, draws=1, seed=seed).estimate([centres], mi_set)["noisy_mc"]
         assert ity <= h_y + 1e-6 and ity > h_y - 0.05  # 1e-6: float64 rounding of the two sums
+
+
+def test_binning_of_a_noisy_network_pools_noisy_passes_and_estimates_h_t_given_x(runs_dir):
+    run = execute(tiny_config(runs_dir, **NOISY))["run_dir"]
+    from ibtui.engine.measure import measurement_generator
+
+    weights = np.load(checkpoint_path(run, 12), allow_pickle=False)
+    model = Ensemble(12, [10, 7, 5, 4, 3], 2, "tanh", "idnns", [0], noise_std=0.1)
+    model.load_state_arrays({k: torch.as_tensor(weights[k]) for k in weights.files if not k.startswith("resume.")})
+    data = load_dataset("12bit")
+    generator = measurement_generator(0, 12)
+    with torch.no_grad():  # 8 passes (noise_draws; noisy_mc's 4 draws are the first 4 of them)
+        passes = [model.forward_both(torch.as_tensor(data.x), slice(0, 1), generator)[1] for _ in range(8)]
+    stacked = [torch.cat([p[i][0] for p in passes]) for i in range(6)]
+    expected = Binning(0.07).estimate_pooled(stacked, MISet.from_arrays(data.x, data.y).pooled(8))["binning"]
+    plane = read_events(run)[-1]["planes"]["binning"]
+    np.testing.assert_allclose(plane["ixt"], expected.ixt, atol=1e-9)
+    np.testing.assert_allclose(plane["h_t_x"], expected.h_t_x, atol=1e-9)
+    assert plane["h_t_x_cap"] == pytest.approx(3.0)  # log2 of 8 passes
+    assert min(plane["h_t_x"][:5]) > 0.5  # the noise makes T|X random: H(T|X) is not forced to 0
+    assert plane["saturated"][0] is True  # 10 noisy units binned at 0.07: every pass its own row
+
+
+def test_measuring_a_noisy_network_leaves_its_training_unchanged(runs_dir):
+    often = execute(tiny_config(runs_dir / "a", schedule={"kind": "every"}, **NOISY))
+    rarely = execute(tiny_config(runs_dir / "b", schedule={"kind": "every_n", "every": 6}, **NOISY))
+    a, b = (np.load(checkpoint_path(r["run_dir"], 12), allow_pickle=False) for r in (often, rarely))
+    assert all(np.array_equal(a[k], b[k]) for k in a.files if k.startswith("weight."))
+    assert read_events(often["run_dir"])[-1]["planes"] == read_events(rarely["run_dir"])[-1]["planes"]
+
+
+@pytest.mark.parametrize("estimator", ["kde", "ksg", "gaussian", "infonce"])
+def test_estimators_of_deterministic_layers_are_refused_on_a_noisy_network(runs_dir, estimator):
+    with pytest.raises(UserError, match="deterministic layer"):
+        tiny_config(runs_dir, model={"noise_std": 0.1}, estimators={estimator: {}})

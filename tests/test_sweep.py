@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ibtui.cli import app
-from ibtui.engine.store import read_meta
+from ibtui.engine.store import read_meta, read_npz
 from ibtui.engine.sweep import Outcome, Sweep, SweepSpec, parse_grid, run_local, run_ray, split_values
 from ibtui.errors import UserError
 
@@ -109,7 +109,9 @@ def test_sweep_runs_every_cell_as_a_run_directory_and_writes_summaries(tmp_path)
         for r in rows:
             assert r["compression"] == pytest.approx(r["peak_ixt"] - r["final_ixt"])
             assert 0.0 <= r["final_ixt"] <= r["peak_ixt"] <= 12.0
-            assert r["seeds"]["peak_ixt_std"] >= 0.0
+            assert r["peak_ixt_sd"] >= 0.0 and r["statistic"] == "mean ± sd over 2 networks"
+            members = read_npz(root / cell["name"] / "planes.npz")["binning.ixt_seeds"][:, :, meta["layers"].index(r["layer"])]
+            assert r["peak_ixt"] == pytest.approx(members.max(axis=0).mean())  # mean of member peaks
     assert json.loads((root / "summary.json").read_text())["cells"] == summary["cells"]
     rows = list(csv.DictReader(io.StringIO((root / "summary.csv").read_text())))
     assert len(rows) == 4 * 6  # cells × layers of the one plane

@@ -13,6 +13,7 @@ estimator and parameter replaces both. The run's own events and arrays are never
 from __future__ import annotations
 
 import json
+import math
 import time
 import zipfile
 from pathlib import Path
@@ -29,15 +30,18 @@ from ibtui.errors import UserError
 ANALYSIS = "analysis"
 
 
-def plane_label(plane: str, param: str, value: Any) -> str:
-    return f"{plane}[{param}={value}]"
+def plane_label(plane: str, param: str, value: Any, fixed: dict[str, Any] | None = None) -> str:
+    """``plane[param=value]``; without a varied parameter ``plane[k=v,...]`` of the fixed ones, or ``plane[defaults]``."""
+    if param:
+        return f"{plane}[{param}={value}]"
+    return f"{plane}[{','.join(f'{k}={v}' for k, v in (fixed or {}).items()) or 'defaults'}]"
 
 
 def analysis_stem(kind: str, param: str) -> str:
-    return f"{kind}-{param}"
+    return f"{kind}-{param}" if param else kind
 
 
-def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]], fixed: dict[str, Any] | None = None,
+def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, fixed: dict[str, Any] | None = None,
             device: str | None = None, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Recompute ``kind``'s planes at every checkpointed measured epoch for each value of ``vary``.
 
@@ -45,14 +49,15 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]], fixed: 
     epochs, files). Raises UserError for a foreign run, an unknown estimator or parameter, a bad
     value, or a run without checkpoints.
     """
+    from ibtui.engine.measure import measure_planes, member_workers, torch_threads
     from ibtui.engine.runner import prepare  # runner imports the estimators; keep this module light
 
     path = Path(run_dir)
     read_meta(path)  # a foreign directory fails here, with a one-line error
-    param, values = vary
+    param, values = vary if vary is not None else ("", [None])
     if not values:
         raise UserError("give at least one value to vary")
-    estimators = [build_estimator(kind, {**(fixed or {}), param: value}) for value in values]
+    estimators = [build_estimator(kind, {**(fixed or {}), **({param: value} if param else {})}) for value in values]
     raw = read_toml(run_file(path, CONFIG))
     if device is not None:
         raw.setdefault("train", {})["device"] = device
@@ -68,26 +73,29 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]], fixed: 
     if not epochs:
         raise UserError(f"{path} has no checkpoints of measured epochs to analyze (store.checkpoints was off?)")
     model = prep.model
+    if cfg.model.noise_std > 0 and not (estimators[0].pools or estimators[0].needs_centres):
+        raise UserError(f"{kind} assumes a deterministic layer; this run's network is noisy (model.noise_std = "
+                        f"{cfg.model.noise_std}): use noisy_mc or a plug-in estimator")
+    if estimators[0].needs_centres:
+        if not cfg.model.noise_std > 0:
+            raise UserError(f"{kind} measures noisy networks; this run's network has no noise")
+        if any(not math.isclose(est.noise_std, cfg.model.noise_std, rel_tol=1e-12) for est in estimators):
+            raise UserError(f"{kind}.noise_std must equal the run's model.noise_std ({cfg.model.noise_std})")
     planes: dict[str, list[np.ndarray]] = {}  # label → per epoch (2, S, L)
     started = time.perf_counter()
+    threads = cfg.train.threads or torch.get_num_threads()
     for index, epoch in enumerate(epochs):
         try:
             arrays = read_npz(checkpoint_path(path, epoch))
             model.load_state_arrays({k: torch.as_tensor(v) for k, v in arrays.items() if not k.startswith("resume.")})
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise UserError(f"checkpoint of epoch {epoch} in {path} is unreadable: {exc}") from None
-        model.eval()
-        per_member: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        with torch.no_grad():
-            for member in range(model.size):
-                layers = [layer[0] for layer in model.forward_layers(prep.x_all[prep.mi_idx[member]],
-                                                                     slice(member, member + 1))]
-                for value, estimator in zip(values, estimators):
-                    for plane, (ixt, ity) in estimator.estimate(layers, prep.mi_sets[member]).items():
-                        per_member.setdefault(plane_label(plane, param, value), []).append(
-                            (np.asarray(ixt, dtype=np.float64), np.asarray(ity, dtype=np.float64)))
-        for label, rows in per_member.items():
-            planes.setdefault(label, []).append(np.stack([np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])]))
+        with torch_threads(cfg.train.threads):  # as the run measured: the same planes back
+            results = measure_planes(model, prep.x_all, prep.mi_idx, prep.mi_sets, estimators, epoch,
+                                     cfg.model.noise_draws, member_workers(model, estimators, threads))
+        for value, result in zip(values, results):
+            for plane, members in result.items():
+                planes.setdefault(plane_label(plane, param, value, fixed), []).append(np.stack([members.ixt, members.ity]))
         if on_progress is not None:
             on_progress(index + 1, len(epochs))
     out: dict[str, np.ndarray] = {"epochs": np.asarray(epochs, dtype=np.int64)}
@@ -103,7 +111,7 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]], fixed: 
     folder.mkdir(exist_ok=True)
     atomic_write_npz(folder / f"{stem}.npz", out)
     description = {
-        "estimator": kind, "param": param, "values": list(values), "fixed": dict(fixed or {}),
+        "estimator": kind, "param": param, "values": list(values) if param else [], "fixed": dict(fixed or {}),
         "planes": list(planes), "epochs": epochs, "layers": model.layer_names, "seeds": model.seeds,
         "arrays": f"{ANALYSIS}/{stem}.npz", "seconds": round(time.perf_counter() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

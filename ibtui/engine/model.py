@@ -56,19 +56,31 @@ class MLP(nn.Module):
     def __init__(self, n_inputs: int, widths: list[int], n_classes: int, activation: str = "tanh",
                  init: str = "idnns") -> None:
         super().__init__()
+        if init not in ("idnns", "ibsgd", "keras", "torch"):
+            raise ValueError(f"unknown init scheme {init!r}")
         sizes = [n_inputs, *widths, n_classes]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.activation = activation
         self._act = ACTIVATION_FNS[activation]
-        if init == "idnns":
-            self.reset_idnns()
+        if init != "torch":
+            self.reset(init)
 
     @torch.no_grad()
-    def reset_idnns(self) -> None:
-        """IDNNs/ibsgd init: weights ~ truncated normal(0, 1/sqrt(fan_in)) cut at ±2 std, biases 0."""
-        for lin in self.linears:
-            std = 1.0 / math.sqrt(lin.in_features)
-            nn.init.trunc_normal_(lin.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    def reset(self, init: str) -> None:
+        """Draw the weights as a reference code does (biases 0; see ``ModelConfig.init``):
+        ``idnns`` truncated normal, std 1/sqrt(fan_in), every layer (IDNNs' model.py);
+        ``ibsgd`` truncated normal, std 1/sqrt(fan_out), hidden layers, and glorot_uniform for the
+        softmax layer (ibsgd's IBnet_SaveActivations); ``keras`` glorot_uniform everywhere (Keras'
+        Dense default: ibsgd's MNIST_SaveActivations). Truncation at ±2 std, as tf.truncated_normal."""
+        last = len(self.linears) - 1
+        for index, lin in enumerate(self.linears):
+            glorot = init == "keras" or (init == "ibsgd" and index == last)
+            if glorot:
+                nn.init.xavier_uniform_(lin.weight)  # U(±sqrt(6 / (fan_in + fan_out)))
+            else:
+                fan = lin.out_features if init == "ibsgd" else lin.in_features
+                std = 1.0 / math.sqrt(fan)
+                nn.init.trunc_normal_(lin.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
             nn.init.zeros_(lin.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,15 +176,17 @@ class Ensemble(nn.Module):
         x = x.expand(size, *x.shape) if x.ndim == 2 else x
         return x.transpose(1, 2)
 
-    def _hidden(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S, the activation, and T = S + noise for a noisy network, else S itself), feature-major (S', out, B)."""
+    def _hidden(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, the activation, and T = S + noise for a noisy network, else S itself), feature-major
+        (S', out, B). Noise comes from ``generator``, by default the training noise generator."""
         a = self._act(torch.baddbmm(b.transpose(1, 2), w, x))
         if self.quantized and self.quantize_bits:
             a = quantize(a, self.quantize_bits, *self.quantize_range)
         if not self.noisy:
             return a, a
-        noise = torch.randn((a.shape[0], a.shape[2], a.shape[1]), generator=self.generator(a.device), device=a.device,
-                            dtype=a.dtype)  # drawn batch-major (S', B, out), as before the feature-major layout
+        noise = torch.randn((a.shape[0], a.shape[2], a.shape[1]), generator=generator or self.generator(a.device),
+                            device=a.device, dtype=a.dtype)  # drawn batch-major (S', B, out)
         return a, a + self.noise_std * noise.transpose(1, 2)
 
     def generator(self, device: torch.device) -> torch.Generator:
@@ -197,33 +211,67 @@ class Ensemble(nn.Module):
             clone.noise_generator.set_state(generator.get_state())
         return clone
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits, feature-major (S, n_classes, B): the layout ``F.cross_entropy`` takes as (N, C, d1)."""
+    def logits(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Logits, feature-major (S, n_classes, B): the layout ``F.cross_entropy`` takes as (N, C, d1).
+        A noisy network draws its noise from ``generator`` (default: the training noise generator)."""
         x = self._inputs(x, self.size)
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            x = self._hidden(x, w, b)[1]
+            x = self._hidden(x, w, b, generator)[1]
         return torch.baddbmm(self.biases[-1].transpose(1, 2), self.weights[-1], x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (S, B, n_classes), contiguous."""
         return self.logits(x).transpose(1, 2).contiguous()
 
-    def forward_layers(self, x: torch.Tensor, members: slice = slice(None), centres: bool = False) -> list[torch.Tensor]:
+    def forward_layers(self, x: torch.Tensor, members: slice = slice(None), centres: bool = False,
+                       generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per hidden layer, then the softmax output: activations (S', B, width) of ``members``, contiguous.
 
         x is (B, D), shared, or (S', B, D), one batch per selected member. In a noisy network the
-        hidden layers are T = S + noise (one draw), or with ``centres`` the pre-noise S (the
-        noise still propagates to the next layer).
+        hidden layers are T = S + noise (one draw, from ``generator``), or with ``centres`` the
+        pre-noise S (the noise still propagates to the next layer).
         """
+        pre, post = self.forward_both(x, members, generator)
+        return pre if centres else post
+
+    def forward_both(self, x: torch.Tensor, members: slice = slice(None),
+                     generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(pre-noise S, T = S + noise) per hidden layer, each followed by the softmax output, of one
+        forward pass (the same list twice for a network without noise); layout as ``forward_layers``."""
         weights = [w[members] for w in self.weights]
         biases = [b[members] for b in self.biases]
         x = self._inputs(x, weights[0].shape[0])
-        outs = []
+        pre, post = [], []
         for w, b in zip(weights[:-1], biases[:-1]):
-            pre, x = self._hidden(x, w, b)
-            outs.append(pre if centres else x)
-        outs.append(torch.softmax(torch.baddbmm(biases[-1].transpose(1, 2), weights[-1], x), dim=1))
-        return [out.transpose(1, 2).contiguous() for out in outs]
+            centre, x = self._hidden(x, w, b, generator)
+            pre.append(centre)
+            post.append(x)
+        output = torch.softmax(torch.baddbmm(biases[-1].transpose(1, 2), weights[-1], x), dim=1)
+        pre = [out.transpose(1, 2).contiguous() for out in (*pre, output)]
+        if not self.noisy:
+            return pre, pre
+        return pre, [out.transpose(1, 2).contiguous() for out in (*post, output)]
+
+    @torch.no_grad()
+    def branch(self, copies: int, seeds: list[int]) -> "Ensemble":
+        """A new ensemble holding each member ``copies`` times (member-major: member j's copies are
+        members j·copies ... j·copies + copies − 1), with the given ``seeds`` (one per new member,
+        seeding its noise generator's stream); weights are copied, nothing is shared."""
+        if len(seeds) != self.size * copies:
+            raise ValueError(f"branching {self.size} members {copies} times needs {self.size * copies} seeds")
+        weights, biases, generator = self.weights, self.biases, self.noise_generator
+        self.weights = self.biases = None  # type: ignore[assignment]  (copied below, not by deepcopy)
+        self.noise_generator = None
+        try:
+            clone = copy.deepcopy(self)
+        finally:
+            self.weights, self.biases, self.noise_generator = weights, biases, generator
+        clone.weights = nn.ParameterList(nn.Parameter(w.detach().repeat_interleave(copies, 0).contiguous())
+                                         for w in weights)
+        clone.biases = nn.ParameterList(nn.Parameter(b.detach().repeat_interleave(copies, 0).contiguous())
+                                        for b in biases)
+        clone.seeds = [int(s) for s in seeds]
+        return clone
 
     def state_arrays(self) -> dict[str, torch.Tensor]:
         """The weights under their checkpoint names (``weight.l``, ``bias.l``)."""

@@ -14,34 +14,34 @@ progress bars or the TUI's queue:
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
-import contextlib
 import copy
-import os
-import signal
-import threading
 import logging
 import math
+import os
 import platform
+import signal
 import sys
+import threading
 import time
 import traceback
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import ibtui
 from ibtui.config import Config, all_planes, config_from_dict, pool_suffix, read_toml
 from ibtui.engine.data import Dataset, load_dataset
+from ibtui.engine.measure import (Diverged, check_finite, measure_planes, measurement_generator, member_workers,
+                                  pooled_planes, stack_members, torch_threads)
 from ibtui.engine.model import Ensemble, checkpoint_name
+from ibtui.engine.training import Trainer, evaluate
 from ibtui.engine.phases import WINDOW, snr, transition_epochs
 from ibtui.engine.schedule import Schedule, plane_distance
+from ibtui.engine.summary import compression_table
 from ibtui.engine.store import (CONFIG, CURVES, LOG, PLANES, RunStore, checkpoint_path, read_events, read_meta,
                                 read_npz, run_file)
 from ibtui.errors import UserError
@@ -52,10 +52,6 @@ EventSink = Callable[[dict[str, Any]], None]
 
 class StopFlag(Protocol):
     def is_set(self) -> bool: ...
-
-
-class Diverged(RuntimeError):
-    """Loss or activations became NaN/inf."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,16 +65,6 @@ def resolve_device(name: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise UserError(f"device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
-
-
-def make_optimizer(model: torch.nn.Module, name: str, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
-    """Adam or SGD; the fused kernels where this torch has them (same maths, fewer launches)."""
-    params = list(model.parameters())
-    cls, kwargs = (torch.optim.Adam, {}) if name == "adam" else (torch.optim.SGD, {"momentum": momentum})
-    try:
-        return cls(params, lr=lr, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):  # older torch or unsupported device
-        return cls(params, lr=lr, **kwargs)
 
 
 @dataclass
@@ -174,102 +160,21 @@ def saved_arrays(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {checkpoint_name(k): v for k, v in state.items()}
 
 
-def _member_planes(values: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> dict[str, dict[str, Any]]:
-    """Per plane, from each member's (I(X;T), I(T;Y)) per layer: the means over members, plus every
-    member's values (``ixt_seeds``/``ity_seeds``, S × L) when there is more than one."""
-    planes: dict[str, dict[str, Any]] = {}
-    for name, rows in values.items():
-        ixt = np.stack([r[0] for r in rows]).astype(np.float64)
-        ity = np.stack([r[1] for r in rows]).astype(np.float64)
-        planes[name] = {"ixt": [float(v) for v in ixt.mean(0)], "ity": [float(v) for v in ity.mean(0)]}
-        if len(rows) > 1:
-            planes[name]["ixt_seeds"], planes[name]["ity_seeds"] = ixt.tolist(), ity.tolist()
-    return planes
+def branch_seed(seed: int, epoch: int, child: int) -> int:
+    """Batch-order seed of child ``child`` branched from the member with ``seed`` at ``epoch``."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(child), 0xB4A]).generate_state(1, np.uint64)[0]
+               & (2**63 - 1))
 
 
 ENSEMBLE_THREADED = 8
-"""Ensembles of at least this many members train on all cores (see ``Engine.training_threads``)."""
-
-EVAL_ROWS = 2048
-"""Rows per member evaluated at once (bounds memory for large sets and ensembles)."""
+"""Ensembles of at least this many members train on all cores (see ``training_threads``)."""
 
 
-def _rows(prep: Prepared, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and labels of index rows ``idx`` (S, n): (S, n, D) and (S, n)."""
-    flat = idx.reshape(-1)  # index_select copies whole rows: several times faster than x_all[idx]
-    return prep.x_all.index_select(0, flat).view(*idx.shape, -1), prep.y_all.index_select(0, flat).view(idx.shape)
-
-
-def _predictions(logits: torch.Tensor) -> torch.Tensor:
-    """Predicted classes (S, B) of feature-major logits (S, C, B) (argmax over a contiguous last dim:
-    many times faster than over the strided class dimension)."""
-    return logits.detach().transpose(1, 2).contiguous().argmax(2)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with ``n`` torch CPU threads (0 leaves the current setting)."""
-    before = torch.get_num_threads()
-    if n > 0 and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def thread_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
-    """``[fn(item) for item in items]``, run side by side in ``workers`` threads (default: torch's
-    CPU thread count) each with one torch thread, when there are at least two of both; else in order
-    in the calling thread. On a few cores, the estimators of ensemble members run this way (every
-    core on its own cache-sized kernel blocks, no fork and join per operation) 10-30% faster than
-    one after another with torch's own threads. ``fn`` must not touch process-wide state (the global RNG).
-    Inside such a worker torch has one thread, so nested calls run in order."""
-    workers = torch.get_num_threads() if workers is None else workers
-    workers = min(workers, len(items))
-    if workers < 2:
-        return [fn(item) for item in items]
-    before = torch.get_num_threads()
-    grad = torch.is_grad_enabled()
-
-    def call(item: T) -> R:
-        with torch.set_grad_enabled(grad):  # grad mode is per thread: carry the caller's
-            return fn(item)
-
-    try:
-        with concurrent.futures.ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            return list(pool.map(call, items))
-    finally:
-        torch.set_num_threads(before)
-
-
-@torch.no_grad()
-def _evaluate(model: Ensemble, prep: Prepared, idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per member: (mean cross-entropy in nats, accuracy) on its rows ``idx`` (S, n); NaN when n = 0."""
-    size, n = idx.shape
-    if n == 0:
-        return np.full(size, math.nan), np.full(size, math.nan)
-    loss = torch.zeros(size, dtype=torch.float64, device=idx.device)
-    correct = torch.zeros(size, dtype=torch.float64, device=idx.device)
-    for start in range(0, n, EVAL_ROWS):
-        x, y = _rows(prep, idx[:, start:start + EVAL_ROWS])
-        logits = model.logits(x)
-        loss += F.cross_entropy(logits, y, reduction="none").sum(1)
-        correct += (_predictions(logits) == y).sum(1)
-    return (loss / n).cpu().numpy(), (correct / n).cpu().numpy()
-
-
-def _gradient_norms(total: torch.Tensor, squares: torch.Tensor, batches: int) -> tuple[float, float]:
-    """Mean over members of ‖mean gradient‖ and ‖element-wise std of the gradients‖ (Frobenius,
-    over one epoch's ``batches`` minibatches; population std) of a stacked (S, ...) weight."""
-    mean = total / batches
-    var = (squares / batches - mean * mean).clamp_(min=0.0)
-    return float(mean.flatten(1).norm(dim=1).mean()), float(var.flatten(1).sum(1).sqrt().mean())
+def training_threads(members: int) -> int:
+    """Automatic thread count for training: one for up to ``ENSEMBLE_THREADED`` − 1 members
+    (small networks train fastest on one thread and never oversubscribe a shared machine),
+    else all of torch's threads (0) for the batched matrix products of a larger ensemble."""
+    return 1 if members < ENSEMBLE_THREADED else 0
 
 
 def _finite(value: float) -> float | None:
@@ -283,16 +188,16 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 class Engine:
-    """One run: owns the model, optimiser, schedule and store. Use :func:`execute`."""
+    """One run: owns the model, trainer, schedule and store. Use :func:`execute`."""
 
     def __init__(self, prep: Prepared, store: RunStore, on_event: EventSink, log: logging.Logger) -> None:
         self.prep, self.cfg, self.store, self.emit, self.log = prep, prep.cfg, store, on_event, log
         self.model = prep.model
         t = self.cfg.train
-        self.opt = make_optimizer(self.model, t.optimizer, t.lr, t.momentum)
-        self.batch_gens = [torch.Generator().manual_seed(seed) for seed in prep.model.seeds]
+        self.trainer = Trainer(self.model, prep.x_all, prep.y_all, prep.train_idx, t, prep.model.seeds)
         self.schedule = Schedule(self.cfg.schedule, t.epochs)
         self.planes = all_planes(self.cfg)
+        self.estimators = list(self.cfg.estimators.values())
         self.distance_plane = self.cfg.schedule.estimator or self.planes[0]
         self.records: dict[int, dict[str, Any]] = {}  # measured epoch → event
         curve_keys = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
@@ -300,17 +205,7 @@ class Engine:
             layers = range(len(self.cfg.model.widths) + 1)
             curve_keys += [f"grad_mean.{i}" for i in layers] + [f"grad_std.{i}" for i in layers]
         self.curves: dict[str, list[float]] = {k: [] for k in curve_keys}
-        self.gradient_norms: list[tuple[float, float]] = []
-        # as if random: the suffix of the pooled planes, the pooled MI set over members, and the
-        # per-member activations of the last window − 1 measured epochs (pool = "epochs")
-        self.pool_suffix = pool_suffix(self.cfg)
-        self.pool_history: collections.deque = collections.deque(maxlen=max(self.cfg.as_if_random.window - 1, 0))
-        self.seed_pool_set: MISet | None = None
-        if self.cfg.as_if_random.pool == "seeds":
-            same = bool((prep.mi_idx == prep.mi_idx[:1]).all())
-            flat = prep.mi_idx.flatten().cpu().numpy()
-            self.seed_pool_set = (prep.mi_sets[0].pooled(self.model.size) if same else MISet.from_arrays(
-                prep.dataset.x[flat], prep.dataset.y[flat], device=prep.device))
+        self.pool_suffix = pool_suffix(self.cfg)  # "~sgd" when as-if-random is on
         self.epochs_done = 0
         self.previous: dict[str, Any] | None = None  # loop state (set by restore() when resuming)
         self.next_epoch: int | None = self.schedule.first()
@@ -318,120 +213,42 @@ class Engine:
         self._scratch: Ensemble | None = None
         self._last_array_write = 0.0
 
-    # ------------------------------------------------------------------ training
-    def train_epoch(self) -> tuple[np.ndarray, np.ndarray]:
-        """One pass over every member's shuffled training set; per member mean minibatch loss and accuracy."""
-        p, bs = self.prep, self.cfg.train.batch_size
-        size, n = p.train_idx.shape
-        order = torch.stack([torch.randperm(n, generator=g) for g in self.batch_gens]).to(p.device)
-        rows = p.train_idx.gather(1, order)  # (S, n): each member's epoch order of its training rows
-        self.model.train()
-        loss_sum = torch.zeros(size, device=p.device)
-        correct = torch.zeros(size, device=p.device)
-        stats = self.cfg.train.gradient_stats
-        if stats:
-            grad_sum = [torch.zeros_like(w) for w in self.model.weights]
-            grad_sq = [torch.zeros_like(w) for w in self.model.weights]
-        for start in range(0, n, bs):
-            x, y = _rows(p, rows[:, start:start + bs])
-            logits = self.model.logits(x)  # (S, C, B)
-            losses = F.cross_entropy(logits, y, reduction="none").mean(1)
-            self.opt.zero_grad(set_to_none=True)
-            losses.sum().backward()  # members share no weights: each gets its own mean-loss gradient
-            if stats:  # one fused call for all layers (fewer kernel launches on a GPU)
-                grads = [w.grad for w in self.model.weights]
-                torch._foreach_add_(grad_sum, grads)
-                torch._foreach_addcmul_(grad_sq, grads, grads)
-            self.opt.step()
-            loss_sum += losses.detach() * y.shape[1]
-            correct += (_predictions(logits) == y).sum(1)
-        if stats:
-            batches = -(-n // bs)
-            self.gradient_norms = [_gradient_norms(total, squares, batches) for total, squares in zip(grad_sum, grad_sq)]
-        train_loss = (loss_sum / n).cpu().numpy().astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(train_loss))
-        if len(bad):
-            raise Diverged(f"training loss of seed {self.model.seeds[bad[0]]} became {train_loss[bad[0]]} "
-                           f"at epoch {self.epochs_done + 1}")
-        return train_loss, (correct / n).cpu().numpy().astype(np.float64)
-
-    def training_threads(self) -> int:
-        """Automatic thread count for training: one for up to ``ENSEMBLE_THREADED`` − 1 members
-        (small networks train fastest on one thread and never oversubscribe a shared machine),
-        else all of torch's threads (0) for the batched matrix products of a larger ensemble."""
-        return 1 if self.model.size < ENSEMBLE_THREADED else 0
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        return self.trainer.opt
 
     # ------------------------------------------------------------------ measurement
-    def member_chunk(self) -> int:
-        """Members whose MI-set activations fit in about 256 MB together (at least one)."""
-        p = self.prep
-        per_member = p.mi_idx.shape[1] * (sum(self.cfg.model.widths) + p.dataset.n_classes) * 4
-        return max(1, min(self.model.size, (256 << 20) // max(per_member, 1)))
-
     def member_workers(self, threads: int) -> int:
-        """Threads that estimate members side by side (each with one torch thread): up to ``threads``
-        for an ensemble on the CPU whose estimators are all thread-safe; else 1 (torch's own threads)."""
-        safe = all(est.thread_safe for est in self.cfg.estimators.values())
-        if self.model.size < 2 or not safe or self.prep.device.type != "cpu":
-            return 1
-        return max(1, min(threads, self.model.size))
+        """Members estimated side by side (``measure.member_workers``)."""
+        return member_workers(self.model, self.estimators, threads)
 
-    @torch.no_grad()
-    def measure(self, model: Ensemble, epoch: int) -> dict[str, Any]:
-        """Every estimator's plane for every member on its MI set, plus loss/accuracy.
+    def measure(self, model: Ensemble, epoch: int, trainer: Trainer | None = None) -> dict[str, Any]:
+        """Every estimator's plane for every member on its MI set (``measure_planes``), the
+        as-if-random planes when ``trainer`` (the run's) is given, plus loss/accuracy.
 
         ``planes[name]["ixt"/"ity"]`` are the means over members (per layer, bits); with
         more than one member ``"ixt_seeds"``/``"ity_seeds"`` hold each member's values (S × L)
-        and ``"seeds"`` each member's loss and accuracy.
+        and ``"seeds"`` each member's loss and accuracy; pooled planes add H(T|X) and its cap.
         """
-        p = self.prep
-        model.eval()
+        p, cfg = self.prep, self.cfg
         t0 = time.perf_counter()
-        per_member: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        current: list[list[torch.Tensor]] = []  # per member, per layer (as if random only)
-        pooled: dict[str, dict[str, Any]] = {}
-        chunk = self.member_chunk()
-        threads = self.cfg.train.threads or torch.get_num_threads()
-        workers = self.member_workers(threads)
+        threads = cfg.train.threads or torch.get_num_threads()
         # 0 threads: all cores (the pairwise KDE work scales): members side by side (thread_map), or
-        # for one member, its layers side by side or torch's own threads inside each
-        with torch_threads(self.cfg.train.threads):
-            for first in range(0, model.size, chunk):
-                members = slice(first, min(first + chunk, model.size))
-                x_mi = p.x_all[p.mi_idx[members]]
-                layers = model.forward_layers(x_mi, members)
-                for i, layer in enumerate(layers):
-                    bad = (~torch.isfinite(layer)).flatten(1).any(1).nonzero()
-                    if len(bad):
-                        raise Diverged(f"activations of layer {model.layer_names[i]} of seed "
-                                       f"{model.seeds[first + int(bad[0])]} are NaN/inf at epoch {epoch}")
-                draws = self.centre_draws(model, x_mi, members)
-
-                def member_planes(j: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-                    """Every estimator's planes for member first + j: (name, ixt, ity) in order."""
-                    member_layers = [layer[j] for layer in layers]
-                    out = []
-                    for est in self.cfg.estimators.values():
-                        given = [d[:, j] for d in draws[est.draws]] if est.needs_centres else member_layers
-                        for name, (ixt, ity) in est.estimate(given, p.mi_sets[first + j]).items():
-                            out.append((name, np.asarray(ixt), np.asarray(ity)))
-                    return out
-
-                indices = range(layers[0].shape[0])
-                for planes_j in thread_map(member_planes, indices, workers):
-                    for name, ixt, ity in planes_j:
-                        per_member.setdefault(name, []).append((ixt, ity))
-                if self.pool_suffix:
-                    current.extend([layer[j].detach().to("cpu", copy=True) for layer in layers] for j in indices)
-            if self.pool_suffix:
-                pooled = self.pooled_planes(current)
-        planes = {**_member_planes(per_member), **pooled}
-        train_loss, train_acc = _evaluate(model, p, p.train_idx)
-        test_loss, test_acc = _evaluate(model, p, p.test_idx)
+        # for one member torch's own threads inside each estimator
+        with torch_threads(cfg.train.threads):
+            results = measure_planes(model, p.x_all, p.mi_idx, p.mi_sets, self.estimators, epoch,
+                                     cfg.model.noise_draws, self.member_workers(threads))
+        planes = {name: value.record() for result in results for name, value in result.items()}
+        if self.pool_suffix and trainer is not None:
+            planes.update(self.branched_planes(trainer, epoch))
+        # a noisy network's evaluation noise: the measurement's own, so measuring leaves training unchanged
+        noise = measurement_generator(model.seeds[0], epoch, p.device, stream=1) if model.noisy else None
+        train_loss, train_acc = evaluate(model, p.x_all, p.y_all, p.train_idx, noise)
+        test_loss, test_acc = evaluate(model, p.x_all, p.y_all, p.test_idx, noise)
         if model.quantize_bits:  # the same weights with float activations, for comparison
             model.quantized = False
             try:
-                float_test_acc = _evaluate(model, p, p.test_idx)[1]
+                float_test_acc = evaluate(model, p.x_all, p.y_all, p.test_idx, noise)[1]
             finally:
                 model.quantized = True
         record: dict[str, Any] = {
@@ -448,43 +265,29 @@ class Engine:
                 ("test_acc", test_acc))}}
         return record
 
-    def centre_draws(self, model: Ensemble, x_mi: torch.Tensor, members: slice) -> dict[int, list[torch.Tensor]]:
-        """For estimators of noisy networks: per number of draws m they ask for, per layer, the
-        pre-noise activations of m noisy forward passes, (m, S', N, d)."""
-        wanted = sorted({est.draws for est in self.cfg.estimators.values() if est.needs_centres})
-        out = {}
-        for m in wanted:
-            passes = [model.forward_layers(x_mi, members, centres=True) for _ in range(m)]
-            out[m] = [torch.stack([p[i] for p in passes]) for i in range(len(passes[0]))]
-        return out
-
-    def pooled_planes(self, current: list[list[torch.Tensor]]) -> dict[str, dict[str, Any]]:
-        """The as-if-random planes from this epoch's per-member activations (``current``).
-
-        pool = "seeds": every member's activations stacked, one plane. pool = "epochs": per member,
-        its activations at this and the previous window − 1 measured epochs stacked (fewer at the
-        start), then the mean over members (and each member's values for an ensemble).
-        """
-        device = self.prep.device
-        poolers = [est for est in self.cfg.estimators.values() if est.pools]
-        out: dict[str, dict[str, Any]] = {}
-        if self.cfg.as_if_random.pool == "seeds":
-            layers = [torch.cat([member[i] for member in current]).to(device) for i in range(len(current[0]))]
-            for est in poolers:
-                for name, (ixt, ity) in est.estimate(layers, self.seed_pool_set).items():
-                    out[name + self.pool_suffix] = {"ixt": [float(v) for v in ixt], "ity": [float(v) for v in ity]}
-            return out
-        values: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for j, member in enumerate(current):
-            window = [past[j] for past in self.pool_history] + [member]
-            layers = [torch.cat([epoch_layers[i] for epoch_layers in window]).to(device) for i in range(len(member))]
-            mi_set = self.prep.mi_sets[j].pooled(len(window))
-            for est in poolers:
-                for name, (ixt, ity) in est.estimate(layers, mi_set).items():
-                    values.setdefault(name + self.pool_suffix, []).append((np.asarray(ixt), np.asarray(ity)))
-        if self.pool_history.maxlen:
-            self.pool_history.append(current)
-        return _member_planes(values)
+    def branched_planes(self, trainer: Trainer, epoch: int) -> dict[str, dict[str, Any]]:
+        """As if random (``[as_if_random] pool = "sgd"``): ``children`` copies of every member,
+        branched from its state at ``epoch`` (weights and optimiser state: aligned units), each
+        trained ``window`` more epochs with its own batch order; each input's activations in the
+        children form its distribution of T. Pooled plug-in planes ``<plane>~sgd`` with H(T|X)
+        and its cap log2(children)."""
+        p, a = self.prep, self.cfg.as_if_random
+        seeds = [branch_seed(seed, epoch, k) for seed in self.model.seeds for k in range(a.children)]
+        child = trainer.branch(a.children, seeds)
+        with torch_threads(self.cfg.train.threads or training_threads(child.model.size)):
+            for step in range(a.window):
+                child.epoch(epoch + step + 1)
+        poolers = [est for est in self.estimators if est.pools]
+        per_member = []
+        with torch.no_grad(), torch_threads(self.cfg.train.threads):
+            child.model.eval()
+            for j in range(self.model.size):
+                members = slice(j * a.children, (j + 1) * a.children)
+                layers = child.model.forward_layers(p.x_all[p.mi_idx[j]], members)  # (K, N, d) each
+                check_finite(layers, child.model.layer_names, child.model.seeds[members], epoch)
+                per_member.append(pooled_planes(layers, p.mi_sets[j], a.children, poolers))
+        return {name + self.pool_suffix: stack_members([member[e][name] for member in per_member]).record()
+                for e in range(len(poolers)) for name in per_member[0][e]}
 
     def scratch(self, checkpoint: dict[str, torch.Tensor]) -> Ensemble:
         """A second copy of the network (made once) holding the weights of ``checkpoint`` arrays."""
@@ -492,15 +295,6 @@ class Engine:
             self._scratch = copy.deepcopy(self.model)
         self._scratch.load_state_arrays(checkpoint)
         return self._scratch
-
-    @torch.no_grad()
-    def member_layers(self, checkpoint: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
-        """Per member, per layer: the MI set's activations (CPU) of the network with ``checkpoint``'s weights."""
-        model = self.scratch(checkpoint)
-        model.eval()
-        p = self.prep
-        return [[layer[0].to("cpu") for layer in model.forward_layers(p.x_all[p.mi_idx[j]], slice(j, j + 1))]
-                for j in range(model.size)]
 
     def measure_saved(self, weights: dict[str, torch.Tensor], epoch: int) -> dict[str, Any]:
         """Measure a skipped epoch from its kept weights (delta_exact bisection)."""
@@ -543,20 +337,8 @@ class Engine:
         if not force and now - self._last_array_write < 1.0:
             return
         self._last_array_write = now
-        epochs = sorted(self.records)
-        arrays: dict[str, np.ndarray] = {"epochs": np.asarray(epochs, dtype=np.int64)}
-        for name in self.planes:
-            for key in ("ixt", "ity"):
-                arrays[f"{name}.{key}"] = np.asarray([self.records[e]["planes"][name][key] for e in epochs],
-                                                     dtype=np.float64).reshape(len(epochs), -1)
-                if self.model.size > 1 and all(f"{key}_seeds" in self.records[e]["planes"][name] for e in epochs):
-                    arrays[f"{name}.{key}_seeds"] = np.asarray(  # (epochs, seeds, layers)
-                        [self.records[e]["planes"][name][f"{key}_seeds"] for e in epochs],
-                        dtype=np.float64).reshape(len(epochs), self.model.size, -1)
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            arrays[key] = np.asarray([np.nan if self.records[e][key] is None else self.records[e][key]
-                                      for e in epochs], dtype=np.float64)
-        self.store.write_arrays(PLANES, arrays)
+        self.store.write_arrays(PLANES, plane_arrays([self.records[e] for e in sorted(self.records)], self.planes,
+                                                      self.model.size))
         self.store.write_arrays(CURVES, {k: np.asarray(v) for k, v in self.curves.items()})
 
     # ------------------------------------------------------------------ main loop
@@ -567,49 +349,32 @@ class Engine:
     # ------------------------------------------------------------------ resume
     def resume_state(self) -> dict[str, np.ndarray]:
         """What a checkpoint needs beyond the weights to continue exactly: optimiser, batch RNG, skip."""
-        out = {"resume.rng": np.stack([g.get_state().numpy() for g in self.batch_gens]),
-               "resume.skip": np.asarray(self.schedule.skip)}
+        out = {**self.trainer.state_arrays(), "resume.skip": np.asarray(self.schedule.skip)}
         if self.model.noisy:
             out["resume.noise_rng"] = self.model.generator(self.prep.device).get_state().cpu().numpy()
-        for index, state in self.opt.state_dict()["state"].items():
-            for name, value in state.items():
-                if isinstance(value, torch.Tensor):
-                    out[f"resume.opt.{index}.{name}"] = value.detach().cpu().numpy()
         return out
 
     def restore(self, arrays: dict[str, np.ndarray], events: list[dict[str, Any]], curves: dict[str, np.ndarray]) -> None:
-        """Continue after the checkpointed epoch of ``arrays`` (see :func:`resume`)."""
+        """Continue after the checkpointed epoch of ``arrays`` (see :func:`resume`). Raises UserError
+        when the checkpoint does not fit this run."""
         epoch = int(arrays["resume.epoch"])
         weights = {k: torch.as_tensor(v) for k, v in arrays.items() if not k.startswith("resume.")}
         try:
             self.model.load_state_arrays(weights)
-        except ValueError as exc:
-            raise UserError(f"the checkpoint of epoch {epoch} does not fit this run's network ({exc}); "
-                            "it was written by another version of ibtui") from None
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in arrays.items():
-            if key.startswith("resume.opt."):
-                index, name = key[len("resume.opt."):].split(".", 1)
-                state.setdefault(int(index), {})[name] = torch.as_tensor(value).to(self.prep.device)
-        self.opt.load_state_dict({"state": state, "param_groups": self.opt.state_dict()["param_groups"]})
-        states = np.asarray(arrays["resume.rng"])
-        if states.ndim != 2 or states.shape[0] != len(self.batch_gens):
-            raise UserError(f"the checkpoint of epoch {epoch} has batch-order states for {states.shape[0]} "
-                            f"seed(s); this run has {len(self.batch_gens)}")
-        for generator, state in zip(self.batch_gens, states):
-            generator.set_state(torch.as_tensor(state, dtype=torch.uint8))
-        if self.model.noisy and "resume.noise_rng" in arrays:
-            self.model.generator(self.prep.device).set_state(torch.as_tensor(arrays["resume.noise_rng"], dtype=torch.uint8))
-        self.schedule.skip = int(arrays["resume.skip"])
+            self.trainer.load_state_arrays(arrays)
+            if self.model.noisy and "resume.noise_rng" in arrays:
+                self.model.generator(self.prep.device).set_state(
+                    torch.as_tensor(np.asarray(arrays["resume.noise_rng"]), dtype=torch.uint8))
+            skip = int(np.asarray(arrays["resume.skip"]).reshape(-1)[0])
+        except (ValueError, TypeError, RuntimeError, IndexError, KeyError) as exc:
+            raise UserError(f"the checkpoint of epoch {epoch} does not fit this run ({exc})") from None
+        if not 1 <= skip <= max(self.cfg.schedule.max_skip, self.cfg.schedule.initial_skip):
+            raise UserError(f"the checkpoint of epoch {epoch} holds a skip of {skip} epochs, outside this run's "
+                            f"schedule (1 to {self.cfg.schedule.max_skip})")
+        self.schedule.skip = skip
         for event in events:
             if int(event["epoch"]) <= epoch:
                 self.records[int(event["epoch"])] = event
-        if self.pool_history.maxlen:  # as if random over epochs: the window before the resume point
-            for past in sorted(e for e in self.records if e < epoch)[-self.pool_history.maxlen:]:
-                kept = read_npz(checkpoint_path(self.store.path, past))
-                self.pool_history.append(self.member_layers(
-                    {k: torch.as_tensor(v) for k, v in kept.items() if not k.startswith("resume.")}))
-            self.pool_history.append(self.member_layers(weights))
         self.previous = self.records[epoch]
         self.next_epoch = self.previous["schedule"]["next"]
         self.epoch = epoch + 1
@@ -631,9 +396,9 @@ class Engine:
             if stop is not None and stop.is_set():
                 return "stopped"
             if epoch > 0:
-                with torch_threads(cfg.train.threads or self.training_threads()):
-                    losses, accs = self.train_epoch()
-                    test_losses, test_accs = _evaluate(self.model, self.prep, self.prep.test_idx)
+                with torch_threads(cfg.train.threads or training_threads(self.model.size)):
+                    losses, accs = self.trainer.epoch(epoch)
+                    test_losses, test_accs = evaluate(self.model, self.prep.x_all, self.prep.y_all, self.prep.test_idx)
                 train_loss, train_acc = float(losses.mean()), float(accs.mean())
                 test_loss, test_acc = float(test_losses.mean()), float(test_accs.mean())
                 self.epochs_done = epoch
@@ -642,17 +407,18 @@ class Engine:
                 event = {"type": "epoch", "epoch": epoch, "epochs": cfg.train.epochs, "train_loss": train_loss,
                          "train_acc": train_acc, "test_loss": _finite(test_loss), "test_acc": _finite(test_acc)}
                 if cfg.train.gradient_stats:
-                    for layer, (mean_norm, std_norm) in enumerate(self.gradient_norms):
+                    norms = self.trainer.gradient_norms
+                    for layer, (mean_norm, std_norm) in enumerate(norms):
                         values[f"grad_mean.{layer}"], values[f"grad_std.{layer}"] = mean_norm, std_norm
-                    event["grad_mean"] = [_finite(m) for m, _ in self.gradient_norms]
-                    event["grad_std"] = [_finite(v) for _, v in self.gradient_norms]
+                    event["grad_mean"] = [_finite(m) for m, _ in norms]
+                    event["grad_std"] = [_finite(v) for _, v in norms]
                 for key in self.curves:
                     self.curves[key].append(values[key])
                 self.emit(event)
             if keep:
                 kept[epoch] = _cpu_state(self.model)
             if epoch == next_epoch:
-                rec = self.measure(self.model, epoch)
+                rec = self.measure(self.model, epoch, self.trainer)
                 distance, last_gap = None, None
                 if previous is not None:
                     if keep:
@@ -674,31 +440,26 @@ class Engine:
         return "done"
 
 
-def compression_table(ixt: np.ndarray, ity: np.ndarray, epochs: np.ndarray, layers: list[str]) -> list[dict[str, Any]]:
-    """Per layer of (E, L) trajectories: final I(X;T) and I(T;Y), peak I(X;T) with its epoch, and
-    compression = peak − final I(X;T) (bits; the drop from the peak, 0 when the last point is the peak)."""
-    peak = ixt.argmax(axis=0)
-    return [
-        {"layer": layers[i], "final_ixt": float(ixt[-1, i]), "final_ity": float(ity[-1, i]),
-         "peak_ixt": float(ixt[peak[i], i]), "peak_epoch": int(epochs[peak[i]]),
-         "compression": float(ixt[peak[i], i] - ixt[-1, i])}
-        for i in range(ixt.shape[1])
-    ]
-
-
-def seed_spread(ixt: np.ndarray, epochs: np.ndarray) -> dict[str, float]:
-    """Across members, from one layer's (E, S) I(X;T) trajectories: mean and standard deviation
-    (ddof = 1 where S > 1) of each member's peak, peak epoch, final value and compression (bits)."""
-    peak_at = ixt.argmax(axis=0)
-    members = np.arange(ixt.shape[1])
-    stats = {"peak_ixt": ixt[peak_at, members], "peak_epoch": epochs[peak_at].astype(np.float64),
-             "final_ixt": ixt[-1], "compression": ixt[peak_at, members] - ixt[-1]}
-    ddof = 1 if ixt.shape[1] > 1 else 0
-    out: dict[str, float] = {}
-    for key, values in stats.items():
-        out[f"{key}_mean"] = float(values.mean())
-        out[f"{key}_std"] = float(values.std(ddof=ddof))
-    return out
+def plane_arrays(records: list[dict[str, Any]], planes: list[str], members: int) -> dict[str, np.ndarray]:
+    """planes.npz from measure records in epoch order: ``epochs`` (E,); per plane ``.ixt``/``.ity``
+    (E, L) (member means), ``.ixt_seeds``/``.ity_seeds`` (E, S, L) for ensembles, and for pooled
+    planes ``.h_t_x`` (E, L), ``.h_t_x_cap`` (E,) and ``.saturated`` (E, L); the losses and accuracies."""
+    arrays: dict[str, np.ndarray] = {"epochs": np.asarray([r["epoch"] for r in records], dtype=np.int64)}
+    n = len(records)
+    for name in planes:
+        values = [r["planes"][name] for r in records]
+        for key in ("ixt", "ity"):
+            arrays[f"{name}.{key}"] = np.asarray([v[key] for v in values], dtype=np.float64).reshape(n, -1)
+            if members > 1 and all(f"{key}_seeds" in v for v in values):
+                arrays[f"{name}.{key}_seeds"] = np.asarray(  # (epochs, seeds, layers)
+                    [v[f"{key}_seeds"] for v in values], dtype=np.float64).reshape(n, members, -1)
+        if n and all("h_t_x" in v for v in values):
+            arrays[f"{name}.h_t_x"] = np.asarray([v["h_t_x"] for v in values], dtype=np.float64).reshape(n, -1)
+            arrays[f"{name}.h_t_x_cap"] = np.asarray([v["h_t_x_cap"] for v in values], dtype=np.float64)
+            arrays[f"{name}.saturated"] = np.asarray([v["saturated"] for v in values], dtype=bool).reshape(n, -1)
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        arrays[key] = np.asarray([np.nan if r[key] is None else r[key] for r in records], dtype=np.float64)
+    return arrays
 
 
 def summarize(engine: Engine, status: str, wall_s: float, error: str | None) -> dict[str, Any]:
@@ -707,17 +468,15 @@ def summarize(engine: Engine, status: str, wall_s: float, error: str | None) -> 
     last = records[-1] if records else {}
     layers = engine.model.layer_names
     planes: dict[str, Any] = {}
-    for name in engine.planes:
-        if not records:
-            break
-        ixt = np.asarray([r["planes"][name]["ixt"] for r in records])
-        ity = np.asarray([r["planes"][name]["ity"] for r in records])
-        epochs = np.asarray([r["epoch"] for r in records])
-        planes[name] = compression_table(ixt, ity, epochs, layers)
-        if engine.model.size > 1 and all("ixt_seeds" in r["planes"][name] for r in records):
-            seeds_ixt = np.asarray([r["planes"][name]["ixt_seeds"] for r in records])  # (E, S, L)
-            for i, row in enumerate(planes[name]):
-                row["seeds"] = seed_spread(seeds_ixt[:, :, i], epochs)
+    if records:
+        arrays = plane_arrays(records, engine.planes, engine.model.size)
+        h_x, h_y = engine.prep.mi_set.h_x, engine.prep.mi_set.h_y
+        for name in engine.planes:
+            members = f"{name}.ixt_seeds" in arrays
+            planes[name] = compression_table(
+                arrays["epochs"], arrays[f"{name}.ixt_seeds" if members else f"{name}.ixt"],
+                arrays[f"{name}.ity_seeds" if members else f"{name}.ity"], layers, h_x, h_y,
+                arrays[f"{name}.saturated"][-1] if f"{name}.saturated" in arrays else None)
     phases: dict[str, Any] = {}
     if engine.cfg.train.gradient_stats and engine.curves["epoch"]:
         norms = [np.asarray([engine.curves[f"grad_{kind}.{i}"] for i in range(len(layers))]).T

@@ -1,19 +1,29 @@
 """Epoch schedules: which epochs get their information plane measured.
 
-Epoch 0 is the untrained network; epoch e is the network after e epochs of training.
-Every schedule measures epoch 0 and the last epoch.
+Convention (used everywhere in ibtui): **epoch n is the network after n epochs of training**;
+epoch 0 is the untrained network. Every schedule measures epoch 0 and the last epoch E.
 
-Static kinds (the set of epochs is known in advance):
+Static kinds (the set of epochs is fixed in advance; each is a rule, never an array of every
+epoch, so any number of epochs costs the same memory):
 - ``every``: every epoch.
 - ``every_n``: every ``every``-th epoch (the study's simple skip).
-- ``log``: IDNNs' log2-spaced epochs, ``unique(int(logspace(0, log2(E+1), points, base=2))) - 1``
-  (400 points over 8000 epochs give 274 epochs, as in IDNNs).
-- ``stepped``: ibsgd's schedule: all epochs < 20, every 5th < 100, every 20th < 2000, then every 100th.
+- ``log``: IDNNs (``idnns/networks/information_network.py``):
+  ``np.unique(np.logspace(np.log2(1), np.log2(E), points, dtype=int, base=2)) - 1``; IDNNs takes
+  the activations of index j *before* training epoch j, i.e. after j epochs, so these are the
+  epochs in our convention (400 points over 8000 epochs: 274 epochs, the last 7999), plus E.
+- ``stepped``: ibsgd's 12-bit notebook (``IBnet_SaveActivations.ipynb``, ``do_report``): epoch k
+  (0-based) is reported at its *end* when k < 20, k < 100 and k % 5 == 0, k < 2000 and
+  k % 20 == 0, or k % 100 == 0; that file holds the network after k + 1 epochs, so the measured
+  epochs are {k + 1 : do_report(k)} (1..20, 21, 26, ..., 96, 101, 121, ..., 1981, 2001, 2101, ...),
+  plus 0 and E.
+- ``stepped_mnist``: the same for ibsgd's ``MNIST_SaveActivations.ipynb`` (every epoch < 20,
+  every 5th < 100, every 10th < 200, then every 100th).
 
 Adaptive kinds (the study's Figure 3.6), driven by the *distance* between two consecutive
 measurements: the largest Euclidean move, in bits, of any layer on the chosen plane.
-- ``delta_approx``: measure again after ``skip`` epochs; if the plane moved more than ``delta``
-  halve the skip, else double it (capped at ``max_skip``).
+- ``delta_approx``: the study's rule: measure again after ``skip`` epochs; if the plane moved
+  more than ``delta`` keep the skip, else double it (capped at ``max_skip``; the study has no cap).
+- ``delta_halving``: a variant: halve the skip when the plane moved more than ``delta``, else double it.
 - ``delta_exact``: the engine keeps the (tiny) weights of the skipped epochs; when the plane
   moved more than ``delta`` it bisects back, measuring midpoints from those weights, until every
   gap moved at most ``delta`` or is one epoch wide. The next skip is the last gap kept, or twice
@@ -22,28 +32,41 @@ measurements: the largest Euclidean move, in bits, of any layer on the chosen pl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
 from ibtui.config import ScheduleConfig
 
+REPORT_STEPS: dict[str, tuple[tuple[float, int], ...]] = {
+    # (k below this, every this many epochs), in order: ibsgd's do_report(k) for each notebook
+    "stepped": ((20, 1), (100, 5), (2000, 20), (math.inf, 100)),
+    "stepped_mnist": ((20, 1), (100, 5), (200, 10), (math.inf, 100)),
+}
+ADAPTIVE = ("delta_approx", "delta_halving", "delta_exact")
 
-def static_epochs(kind: str, epochs: int, every: int = 10, points: int = 400) -> np.ndarray:
-    """Sorted unique epochs in [0, epochs] measured by a static schedule (always 0 and ``epochs``)."""
-    e = np.arange(epochs + 1)
-    if kind == "every":
-        chosen = e
-    elif kind == "every_n":
-        chosen = e[e % every == 0]
-    elif kind == "log":
-        chosen = np.unique(np.logspace(0, np.log2(epochs + 1), points, base=2).astype(np.int64)) - 1
-    elif kind == "stepped":
-        keep = (e < 20) | ((e < 100) & (e % 5 == 0)) | ((e < 2000) & (e % 20 == 0)) | (e % 100 == 0)
-        chosen = e[keep]
-    else:
-        raise ValueError(f"not a static schedule: {kind}")
-    return np.unique(np.concatenate([[0, epochs], chosen]).clip(0, epochs)).astype(np.int64)
+
+def idnns_log_epochs(epochs: int, points: int) -> np.ndarray:
+    """IDNNs' measured epochs for ``epochs`` training epochs and ``points`` log2-spaced points,
+    as IDNNs computes them (information_network.py), in the after-n-epochs convention."""
+    if epochs < 1:
+        return np.zeros(1, dtype=np.int64)
+    chosen = np.unique(np.logspace(np.log2(1), np.log2(epochs), points, dtype=int, base=2)) - 1
+    return chosen.astype(np.int64)
+
+
+def next_reported(steps: tuple[tuple[float, int], ...], after: int) -> int:
+    """The smallest epoch count m > ``after`` with do_report(m − 1) true for ibsgd's ``steps``."""
+    low = 0
+    for limit, step in steps:
+        k = max(low, after)  # m = k + 1 > after  ⇔  k ≥ after
+        k = -(-k // step) * step  # do_report tests k % step with the absolute k
+        if k < limit:
+            return k + 1
+        low = limit  # type: ignore[assignment]
+    raise AssertionError("the last step has no limit")
 
 
 def plane_distance(previous: np.ndarray, current: np.ndarray) -> float:
@@ -58,27 +81,39 @@ class Schedule:
     cfg: ScheduleConfig
     epochs: int
     skip: int = field(init=False)
-    _static: np.ndarray | None = field(init=False, default=None)
+    _log: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.skip = self.cfg.initial_skip
-        if not self.adaptive:
-            self._static = static_epochs(self.cfg.kind, self.epochs, self.cfg.every, self.cfg.points)
+        if self.cfg.kind == "log":  # at most ``points`` epochs
+            self._log = np.union1d(idnns_log_epochs(self.epochs, self.cfg.points), [self.epochs])
 
     @property
     def adaptive(self) -> bool:
-        return self.cfg.kind in ("delta_exact", "delta_approx")
+        return self.cfg.kind in ADAPTIVE
 
     @property
     def keeps_skipped_weights(self) -> bool:
         return self.cfg.kind == "delta_exact"
 
-    def planned(self) -> np.ndarray | None:
-        """The full list of epochs for static schedules, None for adaptive ones."""
-        return self._static
-
     def first(self) -> int:
         return 0
+
+    def next_static(self, epoch: int) -> int:
+        """The static schedule's next measured epoch after ``epoch`` (< E)."""
+        kind = self.cfg.kind
+        if kind == "every":
+            nxt = epoch + 1
+        elif kind == "every_n":
+            nxt = (epoch // self.cfg.every + 1) * self.cfg.every
+        elif kind == "log":
+            assert self._log is not None
+            nxt = int(self._log[np.searchsorted(self._log, epoch, side="right")])
+        elif kind in REPORT_STEPS:
+            nxt = next_reported(REPORT_STEPS[kind], epoch)
+        else:
+            raise ValueError(f"not a static schedule: {kind}")
+        return min(nxt, self.epochs)
 
     def should_bisect(self, lo: int, hi: int, distance: float) -> int | None:
         """delta_exact only: the midpoint epoch to measure between ``lo`` and ``hi``, or None."""
@@ -93,24 +128,31 @@ class Schedule:
         delta_exact, the distance across the last gap kept after bisection);
         last_gap: delta_exact only, the width of that last gap.
         """
+        kind = self.cfg.kind
         if epoch >= self.epochs:
-            return None, {"kind": self.cfg.kind, "decision": "end", "skip": 0, "distance": distance}
+            return None, {"kind": kind, "decision": "end", "skip": 0, "distance": distance}
         if not self.adaptive:
-            assert self._static is not None
-            nxt = int(self._static[np.searchsorted(self._static, epoch, side="right")])
-            return nxt, {"kind": self.cfg.kind, "decision": "fixed", "skip": nxt - epoch, "distance": distance}
+            nxt = self.next_static(epoch)
+            return nxt, {"kind": kind, "decision": "planned", "skip": nxt - epoch, "distance": distance}
+        moved = distance is not None and distance > self.cfg.delta
         if distance is None:
             decision = "start"
-        elif self.cfg.kind == "delta_approx":
-            if distance > self.cfg.delta:
-                self.skip, decision = max(1, self.skip // 2), "halve"
-            else:
-                self.skip, decision = min(self.cfg.max_skip, self.skip * 2), "double"
-        elif last_gap is not None and last_gap < self.skip:
+        elif kind == "delta_exact" and last_gap is not None and last_gap < self.skip:
             self.skip, decision = max(1, last_gap), "shrink"
-        elif distance > self.cfg.delta:
+        elif moved and kind == "delta_approx":  # the study's rule: keep the skip
+            decision = "keep"
+        elif moved:
             self.skip, decision = max(1, self.skip // 2), "halve"
         else:
             self.skip, decision = min(self.cfg.max_skip, self.skip * 2), "double"
         nxt = min(epoch + self.skip, self.epochs)
-        return nxt, {"kind": self.cfg.kind, "decision": decision, "skip": self.skip, "distance": distance}
+        return nxt, {"kind": kind, "decision": decision, "skip": self.skip, "distance": distance}
+
+
+def static_epochs(cfg: ScheduleConfig, epochs: int) -> Iterator[int]:
+    """Every epoch a static schedule measures, in order (a generator: it never holds them all)."""
+    sched = Schedule(cfg, epochs)
+    epoch: int | None = sched.first()
+    while epoch is not None:
+        yield epoch
+        epoch = sched.decide(epoch, None)[0]

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ibtui.config import Config, config_from_dict, load_preset
-from ibtui.engine.runner import compression_table, seed_spread
+from ibtui.engine.summary import compression_table
 from ibtui.engine.store import (CONFIG, CURVES, EVENTS, LOG, META, PLANES, atomic_write_bytes, read_meta, read_npz,
                                 utc_stamp)
 from ibtui.errors import UserError
@@ -177,14 +177,14 @@ def cell_result(run_dir: Path) -> dict[str, Any]:
     for plane in meta.get("planes", []):
         if f"{plane}.ixt" not in arrays:
             continue
-        ixt, ity = np.asarray(arrays[f"{plane}.ixt"]), np.asarray(arrays[f"{plane}.ity"])
-        names = layers if len(layers) == ixt.shape[1] else [f"layer{i}" for i in range(ixt.shape[1])]
-        rows = compression_table(ixt, ity, epochs, names)
-        members = arrays.get(f"{plane}.ixt_seeds")
-        if members is not None and members.ndim == 3 and members.shape[1] > 1:
-            for i, row in enumerate(rows):
-                row["seeds"] = seed_spread(members[:, :, i], epochs)
-        result["planes"][plane] = rows
+        members = f"{plane}.ixt_seeds" in arrays and np.asarray(arrays[f"{plane}.ixt_seeds"]).ndim == 3
+        ixt = np.asarray(arrays[f"{plane}.ixt_seeds" if members else f"{plane}.ixt"])
+        ity = np.asarray(arrays[f"{plane}.ity_seeds" if members else f"{plane}.ity"])
+        names = layers if len(layers) == ixt.shape[-1] else [f"layer{i}" for i in range(ixt.shape[-1])]
+        saturated = arrays.get(f"{plane}.saturated")
+        result["planes"][plane] = compression_table(
+            epochs, ixt, ity, names, meta.get("h_x"), meta.get("h_y"),
+            saturated[-1] if saturated is not None and saturated.ndim == 2 else None)
     return result
 
 
@@ -358,13 +358,15 @@ class Sweep:
 
 
 CSV_COLUMNS = ["cell", "status", "attempts", "seeds", "test_acc", "train_acc", "wall_seconds", "plane", "layer",
-               "peak_ixt", "peak_epoch", "final_ixt", "final_ity", "compression",
-               "peak_ixt_sd", "final_ixt_sd", "compression_sd", "error"]
+               "statistic", "peak_ixt", "peak_ixt_sd", "peak_epoch", "peak_epoch_sd", "final_ixt", "final_ixt_sd",
+               "final_ity", "final_ity_sd", "compression", "compression_sd", "caps", "error"]
 
 
 def summary_csv(summary: dict[str, Any]) -> str:
     """One row per cell, plane and layer (one row with empty MI columns for a cell without planes);
-    a column per grid key; I(X;T), I(T;Y) and compression in bits, ``*_sd`` across seeds."""
+    a column per grid key; I(X;T), I(T;Y) and compression in bits. For ensembles every value is the
+    mean over members of each member's own value and ``*_sd`` their standard deviation (the
+    ``statistic`` column says so); ``caps`` names the caps a final value sits at."""
     keys = [k for k, _ in summary["grid"]]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -377,9 +379,7 @@ def summary_csv(summary: dict[str, Any]) -> str:
                 "error": cell.get("error") or ""}
         rows = [{**base, "plane": plane, **row} for plane, table in (cell.get("planes") or {}).items() for row in table]
         for row in rows or [base]:
-            spread = row.get("seeds") if isinstance(row.get("seeds"), dict) else {}
-            row = {**row, "seeds": base["seeds"], "peak_ixt_sd": spread.get("peak_ixt_std"),
-                   "final_ixt_sd": spread.get("final_ixt_std"), "compression_sd": spread.get("compression_std")}
+            row = {**row, "seeds": base["seeds"], "caps": "; ".join(row.get("caps") or [])}
             writer.writerow([cell["overrides"].get(k, "") for k in keys]
                             + ["" if row.get(c) is None else row.get(c) for c in CSV_COLUMNS])
     return buffer.getvalue()

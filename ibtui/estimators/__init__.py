@@ -7,7 +7,7 @@
 """
 
 from ibtui.estimators.adaptive import AdaptiveBinning
-from ibtui.estimators.base import Estimator, MISet, Plane, plug_in_entropy_bits
+from ibtui.estimators.base import Estimator, MISet, Plane, PooledPlane, conditional_cap_bits, plug_in_entropy_bits
 from ibtui.estimators.binning import Binning, FixedBinning
 from ibtui.estimators.discrete import Discrete
 from ibtui.estimators.gae import GeometricAdaptive
@@ -18,6 +18,18 @@ from ibtui.estimators.ksg import KSG
 from ibtui.estimators.lga import LocalGaussian
 from ibtui.estimators.noisy import NoisyMixture
 
+def sources_digest() -> str:
+    """SHA-256 of the estimator modules' sources (their file names and bytes, in name order): it
+    identifies the version of the estimators that produced a document such as docs/estimators.md."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.kind: cls
     for cls in (FixedBinning, Binning, KDE, AdaptiveBinning, Discrete, Gaussian, KSG, LocalGaussian, GeometricAdaptive,
@@ -25,5 +37,6 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 }
 
 __all__ = ["ESTIMATORS", "AdaptiveBinning", "Binning", "Discrete", "Estimator", "FixedBinning", "Gaussian",
-           "GeometricAdaptive", "InfoNCE", "KDE", "KSG", "LocalGaussian", "MISet", "NoisyMixture", "Plane",
+           "GeometricAdaptive", "InfoNCE", "KDE", "KSG", "LocalGaussian", "MISet", "NoisyMixture", "Plane", "PooledPlane",
+           "conditional_cap_bits", "sources_digest",
            "plug_in_entropy_bits"]

@@ -47,8 +47,10 @@ from typing import ClassVar, Sequence
 import torch
 
 from ibtui.errors import UserError
-from ibtui.estimators.base import Estimator, MISet, Plane, require_finite
-from ibtui.estimators.binning import binned_plane
+import numpy as np
+
+from ibtui.estimators.base import require_finite
+from ibtui.estimators.binning import PlugIn, _cpu_codes
 
 
 def adaptive_codes(h: torch.Tensor, bins: int) -> torch.Tensor:
@@ -62,7 +64,7 @@ def adaptive_codes(h: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class AdaptiveBinning(Estimator):
+class AdaptiveBinning(PlugIn):
     """Chelombiev et al. 2019 adaptive binning: ``bins`` bins of equally many unique levels per layer.
 
     See the module docstring for the exact definition (per layer, all units pooled, quantiles
@@ -72,7 +74,6 @@ class AdaptiveBinning(Estimator):
     bins: int = 30
 
     kind: ClassVar[str] = "binning_adaptive"
-    pools: ClassVar[bool] = True
     summary: ClassVar[str] = ("Chelombiev et al. adaptive binning: `bins` equal-mass bins at quantiles "
                               "of each layer's unique values")
 
@@ -80,7 +81,6 @@ class AdaptiveBinning(Estimator):
         if self.bins < 2:
             raise UserError(f"estimators.binning_adaptive.bins must be >= 2; got {self.bins}")
 
-    @torch.no_grad()
-    def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
+    def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
         require_finite(layers, "adaptive binning")
-        return {self.kind: binned_plane([adaptive_codes(h, self.bins) for h in layers], mi_set)}
+        return _cpu_codes([adaptive_codes(h, self.bins) for h in layers])

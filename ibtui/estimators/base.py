@@ -103,6 +103,32 @@ class MISet:
                      None if self.x is None else self.x.to(device))
 
 
+def conditional_cap_bits(mi_set: MISet) -> float:
+    """The largest H(T|X) a plug-in estimate can reach on ``mi_set``: Σ_x p(x) log2 n_x (bits),
+    n_x the number of samples of input x (log2 r when every input appears r times; 0 when once)."""
+    _, counts = torch.unique(mi_set.x_ids, return_counts=True)
+    counts = counts.to(torch.float64)
+    return float((counts * torch.log2(counts)).sum() / counts.sum())
+
+
+@dataclass(frozen=True)
+class PooledPlane:
+    """A plug-in plane of pooled samples (each input several times, e.g. noisy passes or branched
+    networks), in bits per layer: I(X;T), I(T;Y), the estimated H(T|X) and its cap (the largest value
+    a plug-in estimate can take on these samples, ``conditional_cap_bits``). At the cap the estimate
+    is saturated: the true H(T|X) may be larger, so I(X;T) = H(T) − H(T|X) is not resolved."""
+
+    ixt: np.ndarray
+    ity: np.ndarray
+    h_t_x: np.ndarray
+    cap: float
+
+    @property
+    def saturated(self) -> np.ndarray:
+        """(L,) bool: layers whose H(T|X) sits at the cap."""
+        return self.h_t_x >= self.cap - 1e-9 * max(1.0, self.cap)
+
+
 @dataclass(frozen=True)
 class Estimator:
     """Base class: subclasses are frozen dataclasses of parameters.
@@ -131,3 +157,7 @@ class Estimator:
 
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         raise NotImplementedError
+
+    def estimate_pooled(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, PooledPlane]:
+        """Pooling estimators (``pools``): the planes with H(T|X) and its cap, for samples that repeat inputs."""
+        raise NotImplementedError(f"{self.kind} does not estimate H(T|X) from repeated inputs")

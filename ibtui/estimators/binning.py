@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ibtui.errors import UserError
-from ibtui.estimators.base import Estimator, MISet, Plane, require_finite
+from ibtui.estimators.base import Estimator, MISet, Plane, PooledPlane, conditional_cap_bits, require_finite
 
 _INT64_LIMIT = 2**63
 _FLOAT_EXACT = 2**53  # integers up to this are exact in float64
@@ -138,8 +138,9 @@ def _joint_entropies_bits(keys: np.ndarray, sizes: Sequence[int], given: np.ndar
     return h_t, h_joint
 
 
-def _plane_of_codes(codes: Sequence[np.ndarray], mi_set: MISet) -> Plane:
-    """``binned_plane`` for numpy integer codes (N, d_l), int64 or integer-valued floats."""
+def _entropies_of_codes(codes: Sequence[np.ndarray], mi_set: MISet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H(T), H(T|X), H(T|Y)) in bits per layer, for numpy integer codes (N, d_l), int64 or
+    integer-valued floats: H(T|X) = H(X,T) − H(X) and H(T|Y) = H(T,Y) − H(Y) from the joint counts."""
     n = mi_set.n
     x_ids, x_counts = _dense(mi_set.x_ids.detach().cpu().numpy())
     y_ids, y_counts = _dense(mi_set.y.detach().cpu().numpy())
@@ -148,14 +149,20 @@ def _plane_of_codes(codes: Sequence[np.ndarray], mi_set: MISet) -> Plane:
         row[:], size = _row_keys(layer_codes)
         sizes.append(size)
     h_t, h_ty = _joint_entropies_bits(keys, sizes, y_ids, len(y_counts))
-    ity = h_t - (h_ty - _entropies_bits(y_counts, np.array([0, len(y_counts)]), n)[0])
-    if len(x_counts) == n:  # every input once: H(X,T) = H(X), I(X;T) = H(T)
-        ixt = h_t
+    h_t_y = h_ty - _entropies_bits(y_counts, np.array([0, len(y_counts)]), n)[0]
+    if len(x_counts) == n:  # every input once: H(X,T) = H(X), H(T|X) = 0
+        h_t_x = np.zeros(len(codes))
     else:
         h_tx = _joint_entropies_bits(keys, sizes, x_ids, len(x_counts))[1]
-        ixt = h_t - (h_tx - _entropies_bits(x_counts, np.array([0, len(x_counts)]), n)[0])
-    # Exact answers are >= 0; clamp round-off such as -1e-16.
-    return np.maximum(ixt, 0.0), np.maximum(ity, 0.0)
+        h_t_x = h_tx - _entropies_bits(x_counts, np.array([0, len(x_counts)]), n)[0]
+    # Exact answers satisfy 0 <= H(T|·) <= H(T); clamp round-off such as -1e-16.
+    return h_t, np.clip(h_t_x, 0.0, h_t), np.clip(h_t_y, 0.0, h_t)
+
+
+def _plane_of_codes(codes: Sequence[np.ndarray], mi_set: MISet) -> Plane:
+    """``binned_plane`` for numpy integer codes (N, d_l), int64 or integer-valued floats."""
+    h_t, h_t_x, h_t_y = _entropies_of_codes(codes, mi_set)
+    return h_t - h_t_x, h_t - h_t_y
 
 
 def row_ids(codes: torch.Tensor) -> torch.Tensor:
@@ -215,7 +222,33 @@ def _numpy_layers(layers: Sequence[torch.Tensor], who: str) -> list[np.ndarray] 
 
 
 @dataclass(frozen=True)
-class FixedBinning(Estimator):
+class PlugIn(Estimator):
+    """Base of the plug-in estimators of discretised layers (the binning family, ``Discrete``):
+    ``discretise`` turns each layer into integer codes (N, d_l); the plane is counted from them.
+    They estimate H(T|X) from repeated inputs, so they can pool samples (``estimate_pooled``)."""
+
+    pools: ClassVar[bool] = True
+
+    def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Integer codes (N, d_l) per layer, as numpy int64 or integer-valued floats."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
+        return {self.kind: _plane_of_codes(self.discretise(layers), mi_set)}
+
+    @torch.no_grad()
+    def estimate_pooled(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, PooledPlane]:
+        h_t, h_t_x, h_t_y = _entropies_of_codes(self.discretise(layers), mi_set)
+        return {self.kind: PooledPlane(h_t - h_t_x, h_t - h_t_y, h_t_x, conditional_cap_bits(mi_set))}
+
+
+def _cpu_codes(codes: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    return [c.detach().cpu().numpy().astype(np.int64, copy=False) for c in codes]
+
+
+@dataclass(frozen=True)
+class FixedBinning(PlugIn):
     """IDNNs (Shwartz-Ziv & Tishby) binning: ``bins`` equally spaced EDGES on [low, high].
 
     ``bins`` counts edges, as IDNNs' ``np.linspace(-1, 1, 30)``: bins-1 equal intervals
@@ -231,7 +264,6 @@ class FixedBinning(Estimator):
     high: float = 1.0
 
     kind: ClassVar[str] = "binning_fixed"
-    pools: ClassVar[bool] = True
     summary: ClassVar[str] = "IDNNs binning: `bins` edges linspace(low, high); values >= high share the top bin"
 
     def validate(self) -> None:
@@ -240,20 +272,18 @@ class FixedBinning(Estimator):
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
             raise UserError(f"estimators.binning_fixed needs finite low < high; got low={self.low}, high={self.high}")
 
-    @torch.no_grad()
-    def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
+    def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
         edges = np.linspace(self.low, self.high, self.bins)
         arrays = _numpy_layers(layers, "binning")
         if arrays is None:
-            codes = [torch.bucketize(h, torch.as_tensor(edges, dtype=h.dtype, device=h.device), right=True)
-                     for h in layers]
-            return {self.kind: binned_plane(codes, mi_set)}
+            return _cpu_codes([torch.bucketize(h, torch.as_tensor(edges, dtype=h.dtype, device=h.device), right=True)
+                               for h in layers])
         # The same codes on the CPU: the index i with edges[i-1] <= a < edges[i], edges in a's dtype.
-        return {self.kind: _plane_of_codes([_edge_index(a, edges.astype(a.dtype)) for a in arrays], mi_set)}
+        return [_edge_index(a, edges.astype(a.dtype)) for a in arrays]
 
 
 @dataclass(frozen=True)
-class Binning(Estimator):
+class Binning(PlugIn):
     """ibsgd (Saxe et al.) binning: bin index floor(a / bin_size), unbounded range.
 
     Unlike ``FixedBinning`` large ReLU activations keep distinct bins. The division is done
@@ -263,18 +293,16 @@ class Binning(Estimator):
     bin_size: float = 0.07
 
     kind: ClassVar[str] = "binning"
-    pools: ClassVar[bool] = True
     summary: ClassVar[str] = "ibsgd binning: floor(a / bin_size), unbounded range"
 
     def validate(self) -> None:
         if not (math.isfinite(self.bin_size) and self.bin_size > 0):
             raise UserError(f"estimators.binning.bin_size must be a finite number > 0; got {self.bin_size}")
 
-    @torch.no_grad()
-    def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
+    def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
         arrays = _numpy_layers(layers, "binning")
         if arrays is None:
-            return {self.kind: binned_plane([torch.floor(h / self.bin_size).long() for h in layers], mi_set)}
+            return _cpu_codes([torch.floor(h / self.bin_size).long() for h in layers])
         # The same codes on the CPU, kept as integer-valued floats: bin_size rounded to the
         # activations' dtype and divided in it, as torch does.
-        return {self.kind: _plane_of_codes([np.floor(a / a.dtype.type(self.bin_size)) for a in arrays], mi_set)}
+        return [np.floor(a / a.dtype.type(self.bin_size)) for a in arrays]

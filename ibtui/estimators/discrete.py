@@ -31,8 +31,10 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ibtui.estimators.base import Estimator, MISet, Plane, require_finite
-from ibtui.estimators.binning import binned_plane
+import numpy as np
+
+from ibtui.estimators.base import require_finite
+from ibtui.estimators.binning import PlugIn, _cpu_codes
 
 
 def exact_codes(h: torch.Tensor) -> torch.Tensor:
@@ -43,14 +45,12 @@ def exact_codes(h: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Discrete(Estimator):
+class Discrete(PlugIn):
     """Exact plug-in MI of a discrete layer: each distinct activation row is one symbol (see module docstring)."""
 
     kind: ClassVar[str] = "discrete"
-    pools: ClassVar[bool] = True
     summary: ClassVar[str] = "exact plug-in MI for discrete (quantized) layers: each distinct row is a symbol"
 
-    @torch.no_grad()
-    def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
+    def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
         require_finite(layers, "the discrete estimator")
-        return {self.kind: binned_plane([exact_codes(h) for h in layers], mi_set)}
+        return _cpu_codes([exact_codes(h) for h in layers])
