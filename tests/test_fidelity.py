@@ -140,3 +140,50 @@ def test_tishby_tanh_trains_as_idnns_fixed_batches_and_tensorflow_adam(runs_dir)
     for i in range(layers):
         np.testing.assert_allclose(end[f"weight.{i}"][0], expected[2 * i], rtol=1e-4, atol=2e-6)
         np.testing.assert_allclose(end[f"bias.{i}"][0, 0], expected[2 * i + 1], rtol=1e-4, atol=2e-6)
+
+
+# The reference values of docs/fidelity.md, as the reference files set them (file in the comment).
+IBSGD_IBNET = {  # IBnet_SaveActivations.ipynb, IBnet_ComputeMI.ipynb, utils.py
+    "model.widths": [10, 7, 5, 4, 3], "model.init": "ibsgd", "train.optimizer": "adam", "train.lr": 0.0004,
+    "train.adam_eps": 1e-7, "train.adam_eps_hat": True, "train.batch_size": 256, "train.shuffle_batches": True,
+    "train.epochs": 10000, "data.train_fraction": 0.8, "data.shuffle": True, "data.mi_set": "all",
+    "schedule.kind": "stepped", "estimators.binning.bin_size": 0.07, "estimators.kde.noise_variance": 1e-3,
+}
+IBSGD_MNIST = {  # MNIST_SaveActivations.ipynb, MNIST_ComputeMI.ipynb, loggingreporter.py
+    "data.dataset": "mnist", "model.widths": [1024, 20, 20, 20], "model.init": "keras", "train.optimizer": "sgd",
+    "train.lr": 0.001, "train.momentum": 0.0, "train.batch_size": 128, "train.shuffle_batches": True,
+    "train.epochs": 10000, "data.mi_set": "test", "schedule.kind": "stepped_mnist",
+    "estimators.binning.bin_size": 0.5, "estimators.kde.noise_variance": 0.1,
+}
+IDNNS = {  # idnns/networks/network_paramters.py, information_network.py, network.py, model.py, utils.py
+    "model.widths": [10, 7, 5, 4, 3], "model.activation": "tanh", "model.init": "idnns", "train.optimizer": "adam",
+    "train.lr": 0.0004, "train.adam_eps": 1e-8, "train.adam_eps_hat": True, "train.batch_size": 512,
+    "train.shuffle_batches": False, "train.epochs": 8000, "data.train_fraction": 0.8, "data.shuffle": False,
+    "data.mi_set": "all", "schedule.kind": "log", "schedule.points": 400, "estimators.binning_fixed.bins": 30,
+    "estimators.binning_fixed.low": -1.0, "estimators.binning_fixed.high": 1.0,
+}
+
+
+def setting(cfg, key):
+    section, *rest = key.split(".")
+    if section == "estimators":
+        return getattr(cfg.estimators[rest[0]], rest[1])
+    return getattr(getattr(cfg, section), rest[0])
+
+
+@pytest.mark.parametrize("preset, reference, activation", [
+    ("tishby-tanh", IDNNS, "tanh"), ("saxe-tanh", IBSGD_IBNET, "tanh"), ("saxe-relu", IBSGD_IBNET, "relu"),
+    ("mnist-tanh", IBSGD_MNIST, "tanh"), ("mnist-relu", IBSGD_MNIST, "relu")])
+def test_reference_presets_carry_every_reference_setting(preset, reference, activation):
+    cfg = load_preset(preset)
+    assert cfg.model.activation == activation
+    for key, value in reference.items():
+        assert setting(cfg, key) == value, f"{preset}: {key}"
+
+
+@pytest.mark.parametrize("preset", ["quantized-8bit", "noisy-tanh", "as-if-random"])
+def test_presets_built_on_saxe_tanh_train_as_ibsgd(preset):
+    cfg = load_preset(preset)
+    for key in ("model.init", "train.optimizer", "train.lr", "train.adam_eps", "train.adam_eps_hat",
+                "train.batch_size", "train.shuffle_batches", "data.shuffle", "schedule.kind"):
+        assert setting(cfg, key) == IBSGD_IBNET[key], f"{preset}: {key}"

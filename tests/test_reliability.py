@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -111,7 +112,24 @@ SOAK_SETTINGS = dict(train={"epochs": 40, "seed": 0}, schedule={"kind": "every"}
                      estimators={"binning": {"bin_size": 0.07}})
 
 
-def kill_and_check(tmp_path: Path, rng: random.Random, reference: dict, target: str) -> int:
+def wait_then_kill(runs: Path, rng: random.Random, ended, idle=lambda: time.sleep(0.02)) -> None:
+    """Return at the instant to kill: one trial in five at a random time from the start (the run
+    directory may not exist yet), the others at a random time up to 2.5 s after the run's first
+    measured epoch (the whole run lasts about 3 s)."""
+    if rng.random() < 0.2:
+        deadline = time.monotonic() + rng.uniform(0.5, 4.0)
+    else:
+        limit = time.monotonic() + 120
+        while not list(runs.glob("*/events.jsonl")) or not any(p.stat().st_size for p in runs.glob("*/events.jsonl")):
+            if ended() or time.monotonic() > limit:
+                return
+            idle()
+        deadline = time.monotonic() + rng.uniform(0.0, 2.5)
+    while time.monotonic() < deadline and not ended():
+        idle()
+
+
+def kill_and_check(tmp_path: Path, rng: random.Random, reference: dict, target: str, reference_dir: str) -> int:
     """One soak trial: SIGKILL `ibtui run` or the TUI's worker process at a random instant,
     then check the run replays and resumes to the uninterrupted run's epochs. Returns 1 if a
     run directory was left to check, else 0."""
@@ -120,16 +138,15 @@ def kill_and_check(tmp_path: Path, rng: random.Random, reference: dict, target: 
         proc = subprocess.Popen([sys.executable, "-m", "ibtui", "run", "--set", "train.epochs=40", "--set",
                                  "estimators.kde=false", "--set", "schedule.kind=every", "--device", "cpu",
                                  "--runs-dir", str(runs), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 4.0))
+        wait_then_kill(runs, rng, lambda: proc.poll() is not None)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     else:
         from ibtui.engine.process import start_worker
 
         worker = start_worker(tiny_config(runs, **SOAK_SETTINGS).to_dict())
-        deadline = time.monotonic() + rng.uniform(1.0, 4.0)
-        while time.monotonic() < deadline:
-            worker.get(timeout=0.05)  # keep the queue drained, as the TUI does
+        wait_then_kill(runs, rng, lambda: not worker.process.is_alive(),
+                       lambda: worker.get(timeout=0.05))  # keep the queue drained, as the TUI does
         worker.process.kill()
         worker.process.join(30)
     found = list(runs.iterdir()) if runs.exists() else []
@@ -149,10 +166,17 @@ def kill_and_check(tmp_path: Path, rng: random.Random, reference: dict, target: 
         except UserError as exc:  # killed before the first checkpoint was complete
             assert "no complete checkpoint" in str(exc)
             return 1
-        events = {e["epoch"]: e for e in read_events(run)}
-        assert sorted(events) == sorted(reference)
-        for epoch, event in events.items():
+        events = [e["epoch"] for e in read_events(run)]
+        assert events == sorted(reference), "every measured epoch once, in order"
+        by_epoch = {e["epoch"]: e for e in read_events(run)}
+        for epoch, event in by_epoch.items():
             assert event["planes"] == reference[epoch]["planes"], epoch
+        for name in ("planes.npz", "curves.npz"):  # the arrays too, curves included
+            mine, theirs = read_npz(run / name), read_npz(Path(reference_dir) / name)
+            assert sorted(mine) == sorted(theirs), name
+            for key in theirs:
+                if key != "mi_seconds":
+                    np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{name}:{key}")
     return 1
 
 
@@ -162,6 +186,7 @@ def test_runs_killed_at_random_instants_stay_readable_and_resume_exactly(tmp_pat
     reference = {e["epoch"]: e for e in read_events(ref["run_dir"])}
     rng = random.Random(int(os.environ.get("IBTUI_SOAK_SEED", "1")))
     trials = int(os.environ.get("IBTUI_SOAK_TRIALS", "4"))
-    checked = sum(kill_and_check(tmp_path, rng, reference, ("cli", "worker")[i % 2]) for i in range(trials))
+    checked = sum(kill_and_check(tmp_path, rng, reference, ("cli", "worker")[i % 2], ref["run_dir"])
+                  for i in range(trials))
     print(f"soak: {trials} kills, {checked} run directories checked, 0 failures")
     assert checked >= 1

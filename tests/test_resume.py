@@ -1,11 +1,14 @@
 """`ibtui resume`: a stopped or killed run continues and produces the uninterrupted run's epochs."""
 
+import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -68,6 +71,103 @@ def test_resume_after_sigkill_gives_the_uninterrupted_epochs(tmp_path):
     assert result.exit_code == 0, result.output
     (ref,) = (tmp_path / "whole").iterdir()
     assert by_epoch(cut) == by_epoch(ref)
+    assert_same_arrays(cut, ref)
+
+
+def assert_same_arrays(run, ref):
+    """planes.npz and curves.npz of a resumed run equal the uninterrupted run's (CPU: bit for bit)."""
+    for name in ("planes.npz", "curves.npz"):
+        mine, theirs = read_npz(Path(run) / name), read_npz(Path(ref) / name)
+        assert sorted(mine) == sorted(theirs), name
+        for key in theirs:
+            np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{name}:{key}")
+
+
+def snapshot(run):
+    return {str(p.relative_to(run)): p.read_bytes() for p in Path(run).rglob("*") if p.is_file()}
+
+
+def stopped_run(tmp_path, epoch=6, **sections):
+    stop, on_event = stop_at(epoch)
+    cut = execute(tiny_config(tmp_path / "cut", **sections), on_event=on_event, stop=stop)
+    assert cut["status"] == "stopped"
+    return cut["run_dir"]
+
+
+def test_a_resume_interrupted_while_it_restores_changes_nothing(tmp_path, monkeypatch):
+    run = stopped_run(tmp_path)
+    before = snapshot(run)
+    from ibtui.engine.runner import Engine
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl+C or SIGHUP seconds into the resume
+
+    monkeypatch.setattr(Engine, "restore", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        resume(run)
+    assert snapshot(run) == before
+
+
+def test_a_resume_refused_for_a_bad_checkpoint_changes_nothing(tmp_path):
+    run = stopped_run(tmp_path)
+    arrays = read_npz(Path(run) / "checkpoints" / "e0000006.npz")
+    arrays["resume.rng"] = arrays["resume.rng"][:, :7]  # a malformed batch-order state
+    np.savez(Path(run) / "checkpoints" / "e0000006.npz", **arrays)
+    before = snapshot(run)
+    with pytest.raises(UserError, match="does not fit"):
+        resume(run)
+    assert snapshot(run) == before
+
+
+def test_a_missing_last_checkpoint_resumes_from_the_one_before_and_ends_as_the_whole_run(tmp_path):
+    whole = execute(tiny_config(tmp_path / "whole"))["run_dir"]
+    run = stopped_run(tmp_path, 9)
+    (Path(run) / "checkpoints" / "e0000009.npz").unlink()
+    (Path(run) / "checkpoints" / "e0000003.npz").unlink()  # an earlier one is not needed
+    assert resume(run)["status"] == "done"
+    assert [e["epoch"] for e in read_events(run)] == [0, 3, 6, 9, 12]  # no duplicate lines
+    assert by_epoch(run) == by_epoch(whole)
+    assert_same_arrays(run, whole)
+
+
+def test_a_crafted_next_epoch_in_the_events_is_ignored(tmp_path):
+    run = stopped_run(tmp_path)
+    lines = Path(run, "events.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["schedule"]["next"] = 5070
+    Path(run, "events.jsonl").write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    summary = resume(run)
+    assert summary["epochs_done"] == 12 and max(e["epoch"] for e in read_events(run)) == 12
+
+
+def test_a_run_being_written_cannot_be_resumed_by_a_second_process(tmp_path):
+    from ibtui.engine.store import acquire_lock
+
+    run = stopped_run(tmp_path)
+    before = snapshot(run)
+    lock = acquire_lock(Path(run))  # as the writing process holds it
+    try:
+        result = CliRunner().invoke(app, ["resume", run, "--quiet"])
+    finally:
+        lock.release()
+    assert result.exit_code == 2 and "being written by another process" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert snapshot(run) == before
+
+
+def test_two_resumes_started_together_write_each_epoch_once(tmp_path):
+    run = stopped_run(tmp_path, 20, train={"epochs": 300}, schedule={"kind": "every_n", "every": 10})
+    procs = []
+    for _ in range(2):
+        procs.append(subprocess.Popen([sys.executable, "-m", "ibtui", "resume", run, "--quiet", "--json"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        time.sleep(0.02)
+    results = [(p.wait(300), p.stderr.read().decode()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert len(refused.strip().splitlines()) == 1 and "another process" in refused
+    epochs = [e["epoch"] for e in read_events(run)]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 300
 
 
 def test_resume_drops_a_torn_last_line_before_appending(tmp_path):

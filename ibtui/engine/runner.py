@@ -42,8 +42,8 @@ from ibtui.engine.training import Trainer, evaluate
 from ibtui.engine.phases import WINDOW, snr, transition_epochs
 from ibtui.engine.schedule import Schedule, plane_distance
 from ibtui.engine.summary import compression_table
-from ibtui.engine.store import (CONFIG, CURVES, LOG, PLANES, RunStore, checkpoint_path, read_events, read_meta,
-                                read_npz, run_file)
+from ibtui.engine.store import (CONFIG, CURVES, PLANES, RunStore, checkpoint_path, lock_is_held, read_curves_log,
+                                read_events, read_meta, read_npz, run_file)
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
 
@@ -322,8 +322,10 @@ class Engine:
         return [*left, mid, *right], gap, last_distance
 
     def record(self, rec: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
-        """Checkpoint, then the event line (so every event has its weights), then meta and the UI."""
+        """Curves made durable, the checkpoint, then the event line (so every event has its weights
+        and every epoch before it its curve row), then meta and the UI."""
         self.records[rec["epoch"]] = rec
+        self.store.sync_curves()
         if self.cfg.store.checkpoints:
             self.store.write_checkpoint(rec["epoch"], weights)
         self.store.append_event(rec)
@@ -354,7 +356,8 @@ class Engine:
             out["resume.noise_rng"] = self.model.generator(self.prep.device).get_state().cpu().numpy()
         return out
 
-    def restore(self, arrays: dict[str, np.ndarray], events: list[dict[str, Any]], curves: dict[str, np.ndarray]) -> None:
+    def restore(self, arrays: dict[str, np.ndarray], events: list[dict[str, Any]], curves: dict[str, Any],
+                complete_curves: bool = True) -> None:
         """Continue after the checkpointed epoch of ``arrays`` (see :func:`resume`). Raises UserError
         when the checkpoint does not fit this run."""
         epoch = int(arrays["resume.epoch"])
@@ -372,16 +375,22 @@ class Engine:
             raise UserError(f"the checkpoint of epoch {epoch} holds a skip of {skip} epochs, outside this run's "
                             f"schedule (1 to {self.cfg.schedule.max_skip})")
         self.schedule.skip = skip
+        layers = len(self.model.layer_names)
         for event in events:
-            if int(event["epoch"]) <= epoch:
-                self.records[int(event["epoch"])] = event
+            at = event.get("epoch")
+            if isinstance(at, int) and not isinstance(at, bool) and 0 <= at <= epoch:
+                if not _record_fits(event, self.planes, layers):
+                    raise UserError(f"the events.jsonl line of epoch {at} does not hold this run's planes "
+                                    f"({', '.join(self.planes)}, {layers} layers each)")
+                self.records[at] = event
+        if epoch not in self.records:
+            raise UserError(f"events.jsonl has no line for the checkpointed epoch {epoch}")
         self.previous = self.records[epoch]
-        self.next_epoch = self.previous["schedule"]["next"]
+        # the next epoch follows from the schedule and the checkpoint, never from the file
+        self.next_epoch = self.schedule.resume_next(epoch)
         self.epoch = epoch + 1
         self.epochs_done = epoch
-        if all(key in curves and len(curves[key]) == len(curves["epoch"]) for key in self.curves):
-            keep = np.asarray(curves["epoch"]) <= epoch
-            self.curves = {key: [float(v) for v in np.asarray(curves[key])[keep]] for key in self.curves}
+        self.curves = restored_curves(curves, list(self.curves), epoch, strict=complete_curves)
 
     def run(self, stop: StopFlag | None, pause: StopFlag | None = None) -> str:
         """Train and measure until done or stopped; returns the final status. Idles while ``pause`` is set."""
@@ -414,6 +423,7 @@ class Engine:
                     event["grad_std"] = [_finite(v) for _, v in norms]
                 for key in self.curves:
                     self.curves[key].append(values[key])
+                self.store.append_curve(values)
                 self.emit(event)
             if keep:
                 kept[epoch] = _cpu_state(self.model)
@@ -438,6 +448,33 @@ class Engine:
                     kept[epoch] = _cpu_state(self.model)
             epoch += 1
         return "done"
+
+
+def restored_curves(curves: dict[str, Any], keys: list[str], epoch: int, strict: bool = True) -> dict[str, list[float]]:
+    """The per-epoch curves of epochs 1..``epoch`` from a run's saved columns: every key this run
+    records, one value per epoch. ``strict`` (``curves.jsonl``, complete by construction): a missing
+    epoch raises UserError, so a resumed run never drops part of its curves silently. Otherwise (the
+    ``curves.npz`` of a run of an older version, which could lag behind its checkpoints) the epochs
+    that are there are kept."""
+    if epoch == 0:
+        return {key: [] for key in keys}
+    try:
+        at = [int(v) for v in np.asarray(curves.get("epoch", []), dtype=np.float64)]
+    except (TypeError, ValueError):
+        at = []
+    position = {e: i for i, e in enumerate(at)}
+    missing = [e for e in range(1, epoch + 1) if e not in position]
+    absent = [key for key in keys if key not in curves or len(curves[key]) != len(at)]
+    if (missing or absent) and not strict:
+        if absent:
+            return {key: [] for key in keys}
+        rows = [position[e] for e in range(1, epoch + 1) if e in position]
+        return {key: [float(np.asarray(curves[key], dtype=np.float64)[i]) for i in rows] for key in keys}
+    if missing or absent:
+        raise UserError(f"the saved curves lack {'epochs ' + str(missing[:3]) if missing else 'the columns ' + str(absent[:3])}"
+                        f" before the checkpoint of epoch {epoch}; the run cannot be resumed exactly")
+    rows = [position[e] for e in range(1, epoch + 1)]
+    return {key: [float(np.asarray(curves[key], dtype=np.float64)[i]) for i in rows] for key in keys}
 
 
 def plane_arrays(records: list[dict[str, Any]], planes: list[str], members: int) -> dict[str, np.ndarray]:
@@ -530,52 +567,82 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
     return _drive(prep, store, on_event, stop, pause, f"started on {prep.device}: {cfg.description}")
 
 
+def _record_fits(event: dict[str, Any], planes: list[str], layers: int) -> bool:
+    """A measured-epoch event from the run's own file has every plane with L numbers (or None) per side."""
+    values = event.get("planes")
+    if not isinstance(values, dict):
+        return False
+    for name in planes:
+        plane = values.get(name)
+        if not isinstance(plane, dict):
+            return False
+        for key in ("ixt", "ity"):
+            row = plane.get(key)
+            if not (isinstance(row, list) and len(row) == layers
+                    and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in row)):
+                return False
+    return True
+
+
+def last_checkpoint(path: Path, events: list[dict[str, Any]], epochs: int) -> dict[str, np.ndarray] | None:
+    """The arrays of the latest measured epoch whose checkpoint is complete (its ``resume.epoch``
+    equals the event's epoch, within [0, ``epochs``]), or None."""
+    for event in reversed(events):
+        epoch = event.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= epochs:
+            continue
+        try:
+            arrays = read_npz(checkpoint_path(path, epoch))
+            saved = np.asarray(arrays["resume.epoch"])
+            if saved.shape == () and saved.dtype.kind in "iu" and int(saved) == epoch:
+                return arrays
+        except (OSError, ValueError, KeyError, TypeError, UserError, zipfile.BadZipFile):
+            continue
+    return None
+
+
 def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFlag | None = None,
            pause: StopFlag | None = None) -> dict[str, Any]:
     """Continue a stopped, failed or killed run from its last complete checkpoint, in place.
 
     On CPU the epochs after the checkpoint are the same as those of an uninterrupted run with
-    the same seed (weights, optimiser state and the batch-order RNG are restored). Raises
-    UserError when the directory is not a resumable run.
+    the same seed (weights, optimiser state and the batch-order RNG are restored), and the run
+    directory ends as the uninterrupted run's (events, planes and curves). Everything is read and
+    restored before anything is written: a resume refused (UserError) or interrupted while it
+    restores leaves the directory untouched. A run being written by another process is refused.
     """
     path = Path(run_dir)
     meta = read_meta(path)
     status = meta.get("status")
     if status == "done":
         raise UserError(f"{path} is already done; nothing to resume")
-    if status == "running" and meta.get("host") == platform.node() and _pid_alive(meta.get("pid")):
-        raise UserError(f"{path} is still being written by process {meta.get('pid')}")
+    if lock_is_held(path) or (status == "running" and meta.get("host") == platform.node()
+                              and _pid_alive(meta.get("pid")) and meta.get("pid") != os.getpid()):
+        raise UserError(f"{path} is still being written by another process")
     cfg = config_from_dict(read_toml(run_file(path, CONFIG)), source=str(path / CONFIG))
     prep = prepare(cfg)
     events = read_events(path)
-    point = None
-    for event in reversed(events):
-        try:
-            arrays = read_npz(checkpoint_path(path, int(event["epoch"])))
-        except (OSError, ValueError, KeyError, TypeError, UserError, zipfile.BadZipFile):
-            continue
-        if "resume.epoch" in arrays and int(arrays["resume.epoch"]) == int(event["epoch"]):
-            point = arrays
-            break
+    point = last_checkpoint(path, events, cfg.train.epochs)
     if point is None:
         raise UserError(f"{path} has no complete checkpoint to resume from; start it again with `ibtui run`")
-    try:
-        curves = read_npz(run_file(path, CURVES))
-    except (OSError, ValueError, UserError, zipfile.BadZipFile):
-        curves = {}
-    store = RunStore.open(path)
-    engine_events = [e for e in events if isinstance(e.get("epoch"), int) and isinstance(e.get("planes"), dict)]
     epoch = int(point["resume.epoch"])
-    store.write_meta(status="running", error=None, pid=os.getpid(), resumed_from=epoch)
-    return _drive(prep, store, on_event, stop, pause, f"resumed after epoch {epoch}",
-                  lambda engine: engine.restore(point, engine_events, curves))
-
-
-class _QuietFileHandler(logging.FileHandler):
-    """worker.log is best effort: a full disk must not print logging tracebacks on the terminal."""
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        pass
+    curves: dict[str, Any] | None = read_curves_log(path)
+    complete = curves is not None
+    if curves is None:  # a run of an older version: its curves.npz
+        try:
+            curves = read_npz(run_file(path, CURVES))
+        except (OSError, ValueError, UserError, zipfile.BadZipFile):
+            curves = {}
+    engine = Engine(prep, RunStore(path), lambda event: None, logging.getLogger("ibtui.resume"))
+    engine.restore(point, events, curves, complete)  # UserError when anything does not fit; nothing written yet
+    store = RunStore.open(path, epoch)
+    engine.store = store
+    try:
+        store.write_meta(status="running", error=None, pid=os.getpid(), host=platform.node(), resumed_from=epoch)
+    except OSError as exc:
+        store.close()
+        raise UserError(f"cannot write {path / 'meta.json'}: {exc.strerror or exc}") from None
+    return _drive(prep, store, on_event, stop, pause, f"resumed after epoch {epoch}", engine)
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -583,30 +650,38 @@ def _pid_alive(pid: Any) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
     return True
 
 
+class _QuietHandler(logging.StreamHandler):
+    """worker.log is best effort: a full disk must not print logging tracebacks on the terminal."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: StopFlag | None,
-           pause: StopFlag | None, what: str, setup: Callable[[Engine], None] | None = None) -> dict[str, Any]:
-    """Run an engine on an open store, recording the outcome in meta.json whatever happens."""
+           pause: StopFlag | None, what: str, engine: Engine | None = None) -> dict[str, Any]:
+    """Run an engine (new, or restored by ``resume``) on an open store, recording the outcome in
+    meta.json whatever happens."""
     emit: EventSink = on_event or (lambda event: None)
     log = logging.getLogger(f"ibtui.run.{store.path.name}")
     log.setLevel(logging.INFO)
     log.propagate = False
-    handler = _QuietFileHandler(store.path / LOG)
+    handler = _QuietHandler(store.log_stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.info("run %s %s", store.path.name, what)
-    engine = Engine(prep, store, emit, log)
+    if engine is None:
+        engine = Engine(prep, store, emit, log)
+    engine.emit, engine.log = emit, log
     started = time.perf_counter()
     status, error = "failed", None
     try:
-        if setup is not None:
-            setup(engine)
         emit({"type": "start", "run_dir": str(store.path), "meta": store.meta})
         status = engine.run(stop, pause)
     except KeyboardInterrupt:
@@ -629,10 +704,9 @@ def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: St
         except OSError as exc:
             status, error = "failed", error or f"cannot write meta.json: {exc}"
             log.error("final meta.json not written: %s", exc)
-        store.close()
         log.info("run %s ended: %s%s", store.path.name, status, f" ({error})" if error else "")
         log.removeHandler(handler)
-        handler.close()
+        store.close()
         _restore_sigint()
     summary = summarize(engine, status, wall, error)
     emit({"type": "end", "status": status, "error": error, "summary": summary})

@@ -115,6 +115,13 @@ class Schedule:
             raise ValueError(f"not a static schedule: {kind}")
         return min(nxt, self.epochs)
 
+    def resume_next(self, epoch: int) -> int | None:
+        """The epoch measured after ``epoch`` when a run resumes there (``skip`` restored): the
+        static schedule's next, or ``epoch + skip`` for the adaptive ones; None at the end."""
+        if epoch >= self.epochs:
+            return None
+        return self.next_static(epoch) if not self.adaptive else min(epoch + self.skip, self.epochs)
+
     def should_bisect(self, lo: int, hi: int, distance: float) -> int | None:
         """delta_exact only: the midpoint epoch to measure between ``lo`` and ``hi``, or None."""
         if self.cfg.kind != "delta_exact" or hi - lo <= 1 or distance <= self.cfg.delta:

@@ -6,13 +6,22 @@
   (running | done | stopped | failed) and error; rewritten atomically;
 - ``events.jsonl``: append-only, one JSON object per measured epoch (flushed and fsynced);
   readers skip a torn last line, so a run killed at any instant stays readable;
+- ``curves.jsonl``: append-only, one JSON object per trained epoch (its losses and accuracies,
+  gradient norms when recorded), fsynced before each checkpoint: the durable record of every
+  epoch that ``curves.npz`` is rebuilt from on resume;
 - ``planes.npz`` and ``curves.npz``: arrays written atomically (temp file, fsync, rename), at most
   once a second and at the end, so ``events.jsonl`` is the source of truth; ``curves.npz`` holds
   per trained epoch the running mean of the minibatch losses/accuracies during the epoch
   (``train_loss``, ``train_acc``) and the test set's loss/accuracy after it, whereas a measure
   event's ``train_loss``/``train_acc`` evaluate the whole training set after the epoch;
 - ``checkpoints/e<epoch>.npz``: the weights at each measured epoch (plain arrays, no pickle);
-- ``worker.log``: the engine's log.
+- ``worker.log``: the engine's log;
+- ``.lock``: held (``filelock``) by the one process writing the run: a second writer is refused,
+  and a run whose lock is free is not being written, whatever ``meta.json`` says.
+
+A run directory may come from someone else: files are appended to only through ``open_append``
+(no symlinks, regular files only), every other write replaces a file atomically (a symlink is
+replaced, never followed), and nothing is read or written outside the directory (``run_file``).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -32,6 +42,8 @@ import numpy as np
 from ibtui.errors import UserError
 
 EVENTS = "events.jsonl"
+CURVES_LOG = "curves.jsonl"
+LOCK = ".lock"
 META = "meta.json"
 CONFIG = "config.toml"
 PLANES = "planes.npz"
@@ -108,6 +120,21 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable .npz ({type(exc).__name__}: {exc})") from None
 
 
+def open_append(path: Path) -> Any:
+    """``path`` opened for appending (binary), created if missing; refuses a symlink or anything that
+    is not a regular file (OSError), so a crafted run directory cannot make us write elsewhere."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o666 & ~_UMASK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "ab")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def iter_events(path: Path) -> Iterator[dict[str, Any]]:
     """The complete JSON lines of an events file; a torn or corrupt line is skipped."""
     try:
@@ -159,13 +186,115 @@ def checkpoint_path(run_dir: Path, epoch: int) -> Path:
     return run_file(run_dir, Path(CHECKPOINTS) / f"e{epoch:07d}.npz")
 
 
+def _epoch_of(raw: bytes) -> int | None:
+    """The integer ``epoch`` of one complete JSON line, or None."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    epoch = value.get("epoch") if isinstance(value, dict) else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def keep_lines_through(path: Path, epoch: int) -> int:
+    """Rewrite the JSON-lines file ``path`` atomically keeping its complete lines whose epoch is at
+    most ``epoch`` (and those without one); a torn tail goes too. Untouched when nothing would go.
+    Returns the number of lines dropped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    lines = data.splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith(b"\n") and ((e := _epoch_of(line)) is None or e <= epoch)]
+    if len(kept) == len(lines):
+        return 0
+    atomic_write_bytes(path, b"".join(kept))
+    return len(lines) - len(kept)
+
+
+def read_curves_log(run_dir: Path) -> dict[str, list[float]] | None:
+    """The per-epoch rows of ``curves.jsonl`` as columns, one row per epoch (the last line written for
+    an epoch wins), sorted by epoch; None when the run has no such file (runs of older versions)."""
+    path = run_file(run_dir, CURVES_LOG)
+    if not path.exists():
+        return None
+    rows: dict[int, dict[str, Any]] = {}
+    for row in iter_events(path):
+        epoch = row.get("epoch")
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1:
+            rows[epoch] = row
+    columns: dict[str, list[float]] = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+            columns.setdefault(key, []).append(number)
+    return columns
+
+
+class RunLocked(UserError):
+    """Another process holds the run directory's lock."""
+
+
+def acquire_lock(run_dir: Path) -> Any:
+    """Hold ``run_dir/.lock`` (``filelock``, released when the process ends, even by SIGKILL), or
+    raise ``RunLocked``. Refuses a lock path that is a symlink or not a regular file."""
+    from filelock import FileLock, Timeout
+
+    path = Path(run_dir) / LOCK
+    try:
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{path} is not a regular file; refusing to use this run directory")
+    except FileNotFoundError:
+        pass
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLocked(f"{run_dir} is being written by another process (its lock is held)") from None
+    except OSError as exc:
+        raise UserError(f"cannot lock {run_dir}: {exc.strerror or exc}") from None
+    return lock
+
+
+def lock_is_held(run_dir: Path) -> bool:
+    """True when some process holds the run's lock (it is being written now). Read-only: a run
+    without a lock file (or not a regular one) is not locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return False
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class RunStore:
-    """Writer of one run directory. Create with :meth:`create`; all writes are crash-safe."""
+    """Writer of one run directory: :meth:`create` a new one or :meth:`open` one to resume. It holds
+    the run's lock while open; every write is crash-safe."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.meta: dict[str, Any] = {}
         self._events = None
+        self._curves = None
+        self._lock = None
+        self.log_stream: Any = None  # worker.log, text, line-buffered (``open_append``)
 
     @classmethod
     def create(cls, runs_dir: Path, preset: str, config_toml: str, meta: dict[str, Any],
@@ -192,39 +321,45 @@ class RunStore:
                             f"cannot find a free run directory name in {runs_dir}")
         store = cls(path)
         try:
+            store._lock = acquire_lock(path)
             (path / CHECKPOINTS).mkdir()
             atomic_write_bytes(path / CONFIG, config_toml.encode())
             store.meta = {"id": path.name, **meta, "status": "running", "error": None,
                           "created": utc_stamp(), "updated": utc_stamp()}
             store.write_meta()
-            store._events = open(path / EVENTS, "ab")
-        except OSError as exc:
+            store._open_appends()
+        except (OSError, UserError) as exc:
             store.close()
             shutil.rmtree(path, ignore_errors=True)  # no half-written run
-            raise UserError(f"cannot write run directory {path}: {exc.strerror or exc}") from None
+            reason = exc.strerror or exc if isinstance(exc, OSError) else exc
+            raise UserError(f"cannot write run directory {path}: {reason}") from None
         return store
 
     @classmethod
-    def open(cls, path: Path) -> "RunStore":
-        """Reopen an existing run directory to append to it (resume)."""
+    def open(cls, path: Path, through_epoch: int) -> "RunStore":
+        """Reopen an existing run directory to resume it after ``through_epoch``: take its lock
+        (``RunLocked`` if another process writes it), drop the lines of ``events.jsonl`` and
+        ``curves.jsonl`` beyond that epoch (they are about to be recomputed; each file is replaced
+        atomically, so an interruption leaves either the old or the new file), and append."""
         store = cls(path)
-        store.meta = read_meta(path)
+        store._lock = acquire_lock(path)
         try:
-            store._events = open(Path(path) / EVENTS, "ab")
-            store._drop_torn_tail()
+            store.meta = read_meta(path)
+            for name in (EVENTS, CURVES_LOG):
+                keep_lines_through(run_file(path, name), through_epoch)
+            store._open_appends()
         except OSError as exc:
-            raise UserError(f"cannot append to {Path(path) / EVENTS}: {exc.strerror or exc}") from None
+            store.close()
+            raise UserError(f"cannot append to {path}: {exc.strerror or exc}") from None
+        except BaseException:
+            store.close()
+            raise
         return store
 
-    def _drop_torn_tail(self) -> None:
-        """Cut a killed writer's incomplete last line, so appended lines stay whole."""
-        assert self._events is not None
-        path = self.path / EVENTS
-        data = path.read_bytes()
-        complete = data.rfind(b"\n") + 1
-        if complete < len(data):
-            os.truncate(path, complete)
-            self._events.seek(0, os.SEEK_END)
+    def _open_appends(self) -> None:
+        self._events = open_append(run_file(self.path, EVENTS))
+        self._curves = open_append(run_file(self.path, CURVES_LOG))
+        self.log_stream = io.TextIOWrapper(open_append(run_file(self.path, LOG)), encoding="utf-8", line_buffering=True)
 
     def write_meta(self, **updates: Any) -> None:
         self.meta.update(updates)
@@ -238,6 +373,17 @@ class RunStore:
         self._events.flush()
         os.fsync(self._events.fileno())
 
+    def append_curve(self, row: dict[str, Any]) -> None:
+        """Append one trained epoch's row to ``curves.jsonl`` (flushed; fsynced by ``sync_curves``)."""
+        assert self._curves is not None
+        self._curves.write((json.dumps(row, allow_nan=True, separators=(",", ":")) + "\n").encode())
+        self._curves.flush()
+
+    def sync_curves(self) -> None:
+        """Make every appended curve row durable (before a checkpoint that a resume may start from)."""
+        if self._curves is not None:
+            os.fsync(self._curves.fileno())
+
     def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         atomic_write_npz(self.path / name, arrays)
 
@@ -245,9 +391,14 @@ class RunStore:
         atomic_write_npz(checkpoint_path(self.path, epoch), weights)
 
     def close(self) -> None:
-        if self._events is not None:
-            try:
-                self._events.close()
-            except OSError:  # every line was already flushed and fsynced
-                pass
-            self._events = None
+        for name in ("_events", "_curves", "log_stream"):
+            handle = getattr(self, name)
+            if handle is not None:
+                try:
+                    handle.close()
+                except OSError:  # every line was already flushed
+                    pass
+                setattr(self, name, None)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
