@@ -94,6 +94,40 @@ def replay(
         fail(str(exc))
 
 
+@app.command("export")
+def export_cmd(
+    run_dirs: List[str] = typer.Argument(..., help="One or more run directories (several: overlaid on shared axes)."),
+    plane: Optional[str] = typer.Option(None, "--plane", "-p", help="The plane (default: each run's first)."),
+    kind: str = typer.Option("plane", "--kind", "-k", help="plane | multiples | curves | snr."),
+    by: str = typer.Option("plane", "--by", help="For --kind multiples: one panel per plane, layer or run."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="png | pdf | svg | csv (default: --out's suffix, else png)."),
+    out_file: Optional[str] = typer.Option(None, "--out", "-o", help="The file to write (default: <first run>/export/<name>.<format>)."),
+) -> None:
+    """Write a publication figure (matplotlib) or a plane's coordinates (CSV) of saved runs.
+
+    The information plane: one path per layer, points coloured by epoch on a log scale with a
+    colour bar, H(X) and H(Y) marked, the other KDE bound dashed, ensembles' ±1 sd bars.
+    """
+    from ibtui.export import export
+    from ibtui.rundir.reader import load_run
+
+    try:
+        runs = [load_run(path) for path in run_dirs]
+        target = Path(out_file) if out_file else None
+        fmt = (fmt or (target.suffix.lstrip(".") if target is not None and target.suffix else "png")).lower()
+        directory = target.parent if target is not None else runs[0].path / "export"
+        result = export(runs, directory, kind=kind, plane=plane, formats=[fmt], by=by,
+                        stem=target.stem if target is not None else None)
+    except UserError as exc:
+        fail(str(exc))
+    if not result.paths:
+        fail(f"nothing written: {'; '.join(result.skipped)}")
+    for path in result.paths:
+        out.print(escape(str(path)), highlight=False, soft_wrap=True)
+    for note in result.skipped:
+        err.print(f"skipped: {escape(note)}", highlight=False)
+
+
 @app.command()
 def analyze(
     run_dir: str = typer.Argument(..., help="A run directory with checkpoints."),
@@ -155,9 +189,9 @@ def analyze(
         return
     import numpy as np
 
-    from ibtui.engine.store import read_npz, run_file
+    from ibtui.rundir.reader import read_arrays
 
-    arrays = read_npz(run_file(Path(run_dir), description["arrays"]))
+    arrays = read_arrays(Path(run_dir), description["arrays"])
     layers = description["layers"]
     what = f"{param} = {', '.join(map(str, values))}" if param else (", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults")
     table = Table(title=f"{estimator}: {what} · {len(description['epochs'])} "

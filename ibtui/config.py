@@ -468,12 +468,7 @@ def validate(cfg: Config) -> None:
     _check(t.threads >= 0, f"train.threads must be >= 0 (0 = automatic); got {t.threads}")
     _check(t.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", t.device) is not None,
            f"train.device must be auto, cpu, cuda or cuda:N; got '{t.device}'")
-    _choice(s.kind, SCHEDULES, "schedule.kind")
-    _check(s.every >= 1, f"schedule.every must be >= 1; got {s.every}")
-    _check(2 <= s.points <= MAX_POINTS, f"schedule.points must be from 2 to {MAX_POINTS}; got {s.points}")
-    _check(math.isfinite(s.delta) and s.delta > 0, f"schedule.delta must be > 0 bits; got {s.delta}")
-    _check(s.initial_skip >= 1, f"schedule.initial_skip must be >= 1; got {s.initial_skip}")
-    _check(s.max_skip >= s.initial_skip, f"schedule.max_skip must be >= schedule.initial_skip; got {s.max_skip}")
+    validate_schedule(s, [p for est in cfg.estimators.values() for p in est.planes])
     _check(bool(cfg.store.runs_dir.strip()), "store.runs_dir must not be empty")
     a = cfg.as_if_random
     if a.pool in ("seeds", "epochs"):
@@ -502,8 +497,17 @@ def validate(cfg: Config) -> None:
     _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", cfg.preset) is not None,
            f"preset name '{cfg.preset}' must be 1-64 letters, digits, '.', '_', '+' or '-' (it names run directories)")
     _check(len(cfg.estimators) >= 1, "at least one [estimators.NAME] table is needed; valid: " + ", ".join(ESTIMATORS))
+
+
+def validate_schedule(s: ScheduleConfig, planes: list[str]) -> None:
+    """Reject an impossible schedule (one line each); ``planes``: those the run measures."""
+    _choice(s.kind, SCHEDULES, "schedule.kind")
+    _check(s.every >= 1, f"schedule.every must be >= 1; got {s.every}")
+    _check(2 <= s.points <= MAX_POINTS, f"schedule.points must be from 2 to {MAX_POINTS}; got {s.points}")
+    _check(math.isfinite(s.delta) and s.delta > 0, f"schedule.delta must be > 0 bits; got {s.delta}")
+    _check(s.initial_skip >= 1, f"schedule.initial_skip must be >= 1; got {s.initial_skip}")
+    _check(s.max_skip >= s.initial_skip, f"schedule.max_skip must be >= schedule.initial_skip; got {s.max_skip}")
     if s.estimator:
-        planes = [p for est in cfg.estimators.values() for p in est.planes]
         _check(s.estimator in planes, f"schedule.estimator '{s.estimator}' is not a plane of this run; planes: {', '.join(planes)}")
 
 

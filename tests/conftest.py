@@ -60,7 +60,7 @@ class StopAfter:
 def full_and_resumed_events(runs_dir, stop_after: int, **sections):
     """Events of an uninterrupted run and of the same run stopped after ``stop_after`` checks, then resumed."""
     from ibtui.engine.runner import execute, resume
-    from ibtui.engine.store import read_events
+    from ibtui.rundir.store import read_events
 
     full = execute(tiny_config(runs_dir / "full", **sections))
     cut = execute(tiny_config(runs_dir / "cut", **sections), stop=StopAfter(stop_after))

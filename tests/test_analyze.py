@@ -11,11 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from ibtui.cli import app
-from ibtui.engine.analyze import analyze, load_analyses
+from ibtui.engine.analyze import analyze
+from ibtui.rundir.reader import load_run
 from ibtui.engine.data import load_dataset
 from ibtui.engine.model import Ensemble
 from ibtui.engine.runner import execute
-from ibtui.engine.store import EVENTS, PLANES, checkpoint_path, read_events, read_npz
+from ibtui.rundir.store import EVENTS, PLANES, checkpoint_path, read_events, read_npz
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
 from ibtui.estimators.binning import FixedBinning
@@ -69,8 +70,8 @@ def test_analysis_leaves_the_runs_own_record_untouched(run):
 def test_repeating_an_analysis_replaces_it(run):
     analyze(run, "binning_fixed", ("bins", [8]))
     analyze(run, "binning_fixed", ("bins", [12, 30]))
-    (description, arrays), = load_analyses(run)
-    assert description["values"] == [12, 30] and "binning_fixed[bins=8].ixt" not in arrays
+    (analysis,) = load_run(run).analyses
+    assert analysis.values == (12, 30) and "binning_fixed[bins=8]" not in analysis.planes
 
 
 def test_ensemble_analysis_keeps_members_and_their_mean(runs_dir):

@@ -98,7 +98,7 @@ def test_quick_preset_runs_end_to_end_and_shows_the_fitting_phase(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["status"] == "done" and summary["epochs_done"] == summary["epochs_total"]
     assert summary["test_acc"] > 0.8
-    from ibtui.engine.store import read_events
+    from ibtui.rundir.store import read_events
 
     events = read_events(summary["run_dir"])
     ity_last_hidden = [e["planes"]["binning"]["ity"][-2] for e in events]
@@ -119,7 +119,7 @@ def test_sigterm_stops_a_headless_run_cleanly(tmp_path):
     import sys
     import time
 
-    from ibtui.engine.store import read_events, read_meta
+    from ibtui.rundir.store import read_events, read_meta
 
     proc = subprocess.Popen([sys.executable, "-m", "ibtui", "run", "-p", "quick", "--device", "cpu", "--quiet",
                              "--set", "train.epochs=100000", "--set", "estimators.kde=false",

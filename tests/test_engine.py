@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_config
 from ibtui.engine.model import Ensemble
 from ibtui.engine.runner import execute
-from ibtui.engine.store import checkpoint_path, read_events, read_meta, read_npz
+from ibtui.rundir.store import checkpoint_path, read_events, read_meta, read_npz
 from ibtui.errors import UserError
 from ibtui.estimators import Binning, MISet
 from ibtui.engine.data import load_dataset

@@ -8,7 +8,7 @@ import torch
 
 from ibtui.engine.model import MLP, Ensemble
 from ibtui.engine.runner import execute
-from ibtui.engine.store import PLANES, checkpoint_path, read_events, read_meta, read_npz
+from ibtui.rundir.store import PLANES, checkpoint_path, read_events, read_meta, read_npz
 
 from conftest import full_and_resumed_events, tiny_config
 
@@ -133,7 +133,7 @@ def test_run_view_rejects_member_values_of_the_wrong_width():
     view.apply({"type": "start", "run_dir": "x", "meta": {"layers": ["h1:2", "softmax:2"], "seeds": [0, 1]}})
     bad = ensemble_measure(0, [[1.0, 0.5], [2.0, 0.5]])
     bad["planes"]["binning"]["ixt_seeds"] = [[1.0], [2.0]]
-    with pytest.raises(ValueError, match="member values"):
+    with pytest.raises(ValueError, match="ixt_seeds"):
         view.apply(bad)
     assert 0 not in view.planes.get("binning", {}) and not view.members
 

@@ -1,95 +1,116 @@
-"""Exporting an information plane: CSV, hand-written SVG, optional PNG."""
+"""Exports and publication figures: CSV of a plane, information-plane figures in PNG, PDF and SVG."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import xml.etree.ElementTree as ET
+import io
+from pathlib import Path
 
+import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from conftest import tiny_config
+from ibtui.cli import app
+from ibtui.engine.runner import execute
 from ibtui.errors import UserError
-from ibtui.tui.export import RAMP, epoch_colour, export_plane
-from ibtui.tui.state import RunView
-
-SVG = "{http://www.w3.org/2000/svg}"
-POINTS = {  # epoch → (ixt per layer, ity per layer); measured out of order on purpose
-    1: ([3.25, 1.0], [0.5, 0.25]),
-    9: ([11.123456789012345, 2.0], [0.98765432109876, 0.875]),
-    4: ([7.5, 1.5], [0.75, 0.5]),
-}
+from ibtui.export import export
+from ibtui.rundir.reader import load_run
 
 
-def make_view(tmp_path, points=POINTS) -> RunView:
-    view = RunView()
-    view.apply({"type": "start", "run_dir": str(tmp_path),
-                "meta": {"id": "r1", "layers": ["h1:3", "softmax:2"], "planes": ["binning"],
-                         "h_x": 12.0, "h_y": 1.0, "epochs_total": 10}})
-    for epoch, (ixt, ity) in points.items():
-        view.apply({"type": "measure", "epoch": epoch,
-                    "planes": {"binning": {"ixt": ixt, "ity": ity}}, "schedule": {"decision": "fixed"}})
-    return view
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    single = execute(tiny_config(root / "a", estimators={"binning": {"bin_size": 0.07}, "kde": {}}))["run_dir"]
+    ensemble = execute(tiny_config(root / "b", train={"seeds": 3, "gradient_stats": True}))["run_dir"]
+    return load_run(single), load_run(ensemble)
 
 
-def test_csv_round_trips_exact_numbers_in_epoch_order(tmp_path):
-    (path,) = export_plane(make_view(tmp_path), "binning", tmp_path / "out", formats=["csv"])
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["plane", "layer", "layer_index", "epoch", "ixt_bits", "ity_bits"]
-    got = [(r["plane"], r["layer"], int(r["layer_index"]), int(r["epoch"]),
-            float(r["ixt_bits"]), float(r["ity_bits"])) for r in rows]
-    want = [("binning", ["h1:3", "softmax:2"][i], i, e, POINTS[e][0][i], POINTS[e][1][i])
-            for e in sorted(POINTS) for i in range(2)]
-    assert got == want
+def colours_in_png(path: Path) -> int:
+    """Distinct RGB colours of a PNG (matplotlib reads it back)."""
+    from matplotlib import image
+
+    pixels = image.imread(str(path))[..., :3].reshape(-1, 3)
+    return len(np.unique(np.round(pixels * 255).astype(int), axis=0))
 
 
-def test_svg_parses_with_one_polyline_per_layer_and_one_circle_per_point(tmp_path):
-    (path,) = export_plane(make_view(tmp_path), "binning", tmp_path, formats=["svg"])
-    root = ET.parse(path).getroot()
-    assert root.tag == f"{SVG}svg"
-    assert len(root.findall(f".//{SVG}polyline")) == 2
-    assert len(root.findall(f".//{SVG}circle")) == 2 * len(POINTS)
-    text = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
-    assert "r1" in text and "binning" in text
+def test_csv_holds_every_epoch_layer_and_member_exactly(runs, tmp_path):
+    run = runs[1]
+    result = export([run], tmp_path, plane="binning", formats=["csv"])
+    (path,) = result.paths
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    data = run.plane("binning")
+    assert len(rows) == len(data.epochs) * len(run.layers) * 3
+    first = rows[0]
+    assert float(first["ixt_bits"]) == data.members_ixt[0, 0, 0] and int(first["member"]) == 0
 
 
-def test_files_land_in_out_dir_and_nothing_else(tmp_path):
-    out = tmp_path / "a" / "b"
-    written = export_plane(make_view(tmp_path), "binning", out)
-    assert all(p.parent == out for p in written)
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
-    assert {"r1-binning.csv", "r1-binning.svg"} <= {p.name for p in written}
+@pytest.mark.parametrize("fmt", ["png", "pdf", "svg"])
+def test_information_plane_figures_are_written_in_each_format(runs, tmp_path, fmt):
+    (path,) = export([runs[0]], tmp_path, plane="kde_upper", formats=[fmt]).paths
+    data = path.read_bytes()
+    assert len(data) > 2000
+    assert data.startswith({"png": b"\x89PNG", "pdf": b"%PDF", "svg": b"<?xml"}[fmt])
+    if fmt == "png":
+        assert colours_in_png(path) > 20  # the epoch colour scale, the paths, the text
 
 
-def test_unknown_plane_is_a_user_error_listing_the_planes(tmp_path):
-    with pytest.raises(UserError, match="binning"):
-        export_plane(make_view(tmp_path), "kde", tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+def test_the_figure_shows_each_layer_the_colour_bar_and_the_entropies(runs):
+    from ibtui import figures
+
+    fig = figures.information_plane(runs[0], plane="kde_upper")
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == runs[0].layers
+    texts = [t.get_text() for t in ax.texts]
+    assert " H(X)" in texts and "H(Y)" in texts
+    assert any("epoch" in a.get_ylabel() for a in fig.axes[1:])  # the colour bar
+    assert "kde_lower" in ax.get_legend().get_title().get_text()  # the other bound is named
 
 
-def test_plane_without_measured_epochs_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="nothing to export yet"):
-        export_plane(make_view(tmp_path, points={}), "binning", tmp_path / "out")
+def test_ensembles_draw_their_spread_and_several_runs_share_the_axes(runs):
+    from ibtui import figures
+
+    fig = figures.information_plane(list(runs), plane="binning")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert len(labels) == 2 * len(runs[0].layers)
+    assert "±1 sd" in fig.axes[0].get_legend().get_title().get_text()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib not installed")
-def test_png_is_written_when_matplotlib_is_present(tmp_path):
-    written = export_plane(make_view(tmp_path), "binning", tmp_path, formats=["png"])
-    assert [p.name for p in written] == ["r1-binning.png"]
-    assert written[0].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+@pytest.mark.parametrize("kind, by", [("multiples", "plane"), ("multiples", "layer"), ("multiples", "run"),
+                                      ("curves", "plane"), ("snr", "plane")])
+def test_every_figure_kind_is_drawn(runs, tmp_path, kind, by):
+    (path,) = export([runs[1], runs[0]] if by == "run" else [runs[1]], tmp_path, kind=kind, by=by,
+                     plane="binning", formats=["png"]).paths
+    assert colours_in_png(path) > 5
 
 
-def test_png_is_absent_from_the_result_without_matplotlib(tmp_path, monkeypatch):
-    import ibtui.tui.export as export
-
-    monkeypatch.setattr(export, "have_matplotlib", lambda: False)
-    written = export_plane(make_view(tmp_path), "binning", tmp_path)
-    assert [p.suffix for p in written] == [".csv", ".svg"]
-    assert not (tmp_path / "r1-binning.png").exists()
+def test_cli_export_writes_the_named_file(runs, tmp_path):
+    out = tmp_path / "figure.pdf"
+    result = CliRunner().invoke(app, ["export", str(runs[0].path), "--plane", "binning", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"%PDF")
 
 
-def test_epoch_colour_runs_from_first_stop_to_last_stop_monotonically():
-    assert epoch_colour(1, 1, 100) == RAMP[0]
-    assert epoch_colour(100, 1, 100) == RAMP[-1]
-    brightness = [sum(epoch_colour(e, 1, 100)) for e in (1, 2, 5, 20, 100)]
-    assert brightness == sorted(brightness)
+@pytest.mark.parametrize("args, message", [(["--plane", "nope"], "no plane"), (["--kind", "pie"], "export kind"),
+                                           (["--format", "gif"], "unknown export format")])
+def test_cli_export_refuses_bad_requests_in_one_line(runs, args, message):
+    result = CliRunner().invoke(app, ["export", str(runs[0].path), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_without_matplotlib_figures_are_skipped_and_the_reason_given(runs, tmp_path, monkeypatch):
+    import ibtui.export as module
+
+    monkeypatch.setattr(module, "have_matplotlib", lambda: False)
+    result = export([runs[0]], tmp_path, plane="binning", formats=["csv", "png"])
+    assert [p.suffix for p in result.paths] == [".csv"]
+    assert "pip install 'ibtui[plot]'" in result.skipped[0]
+
+
+def test_a_plane_not_yet_measured_cannot_be_exported(tmp_path):
+    run = execute(tiny_config(tmp_path, train={"epochs": 0}))["run_dir"]
+    (Path(run) / "events.jsonl").write_text("")
+    with pytest.raises(UserError, match="nothing to export"):
+        export([load_run(run)], tmp_path / "out", plane="binning")

@@ -14,7 +14,7 @@ from ibtui.config import load_preset
 from ibtui.engine.model import Ensemble
 from ibtui.engine.runner import execute
 from ibtui.engine.training import eps_hat_as_torch_eps, make_optimizer
-from ibtui.engine.store import checkpoint_path, read_npz
+from ibtui.rundir.store import checkpoint_path, read_npz
 
 WIDTHS = [10, 7, 5, 4, 3]
 SIZES = [12, *WIDTHS, 2]

@@ -155,7 +155,7 @@ def test_a_pickled_checkpoint_is_never_loaded(pristine_run, tmp_path):
     import numpy as np
 
     from ibtui.engine.runner import resume
-    from ibtui.engine.store import checkpoint_path
+    from ibtui.rundir.store import checkpoint_path
 
     run = tmp_path / "run"
     shutil.copytree(pristine_run, run)

@@ -14,7 +14,7 @@ from ibtui.config import load_preset
 from ibtui.engine.data import load_dataset
 from ibtui.engine.model import Ensemble
 from ibtui.engine.runner import execute
-from ibtui.engine.store import checkpoint_path, read_events
+from ibtui.rundir.store import checkpoint_path, read_events
 from ibtui.errors import UserError
 from ibtui.estimators import Binning, MISet, NoisyMixture
 from ibtui.estimators.noisy import conditional_entropy_nats, mixture_entropy_nats

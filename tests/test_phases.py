@@ -7,7 +7,7 @@ import pytest
 
 from ibtui.engine.phases import snr, transition_epochs
 from ibtui.engine.runner import execute
-from ibtui.engine.store import CURVES, read_npz
+from ibtui.rundir.store import CURVES, read_npz
 
 from conftest import tiny_config
 

@@ -13,7 +13,7 @@ from ibtui.config import load_preset
 from ibtui.engine.data import load_dataset
 from ibtui.engine.model import Ensemble, quantize
 from ibtui.engine.runner import execute
-from ibtui.engine.store import checkpoint_path, read_events
+from ibtui.rundir.store import checkpoint_path, read_events
 from ibtui.errors import UserError
 
 from conftest import tiny_config

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from ibtui.cli import app
-from ibtui.engine import store as store_module
+from ibtui.rundir import store as store_module
 from ibtui.engine.runner import execute, resume
-from ibtui.engine.store import RunStore, read_events, read_meta, read_npz
+from ibtui.rundir.store import RunStore, read_events, read_meta, read_npz
 from ibtui.errors import UserError
 from ibtui.tui.state import RunView
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from ibtui.cli import app
 from ibtui.engine.runner import execute, resume
-from ibtui.engine.store import read_events, read_meta, read_npz
+from ibtui.rundir.store import read_events, read_meta, read_npz
 from ibtui.errors import UserError
 
 
@@ -141,7 +141,7 @@ def test_a_crafted_next_epoch_in_the_events_is_ignored(tmp_path):
 
 
 def test_a_run_being_written_cannot_be_resumed_by_a_second_process(tmp_path):
-    from ibtui.engine.store import acquire_lock
+    from ibtui.rundir.store import acquire_lock
 
     run = stopped_run(tmp_path)
     before = snapshot(run)

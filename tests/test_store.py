@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from ibtui.engine.store import RunStore, atomic_write_npz, read_events, read_meta, read_npz
+from ibtui.rundir.store import RunStore, atomic_write_npz, read_events, read_meta, read_npz
 
 
 def make_store(tmp_path, preset="p"):

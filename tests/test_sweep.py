@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ibtui.cli import app
-from ibtui.engine.store import read_meta, read_npz
+from ibtui.rundir.store import read_meta, read_npz
 from ibtui.engine.sweep import Outcome, Sweep, SweepSpec, parse_grid, run_local, run_ray, split_values
 from ibtui.errors import UserError
 

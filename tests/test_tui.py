@@ -285,9 +285,12 @@ def test_replay_follows_a_run_still_being_written(tmp_path):
 def test_a_followed_replay_shows_the_runs_end_as_soon_as_meta_says_so(tmp_path):
     from pathlib import Path
 
+    from ibtui.rundir.store import acquire_lock
+
     run = Path(execute(tiny_config(tmp_path))["run_dir"])
     meta = json.loads((run / "meta.json").read_text())
     (run / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    writer = acquire_lock(run)  # as the process writing the run holds it
     screen = RunScreen(RunView.from_run_dir(run), follow=True)
 
     async def scenario():
@@ -295,10 +298,21 @@ def test_a_followed_replay_shows_the_runs_end_as_soon_as_meta_says_so(tmp_path):
             await pilot.pause(0.1)
             assert status_text(screen).startswith("running")
             (run / "meta.json").write_text(json.dumps(meta))  # the run ends; no event is appended
+            writer.release()
             await pilot.pause(1.6)
             assert status_text(screen).startswith("done")
 
     asyncio.run(scenario())
+
+
+def test_a_run_whose_writer_died_shows_killed_not_running(tmp_path):
+    from pathlib import Path
+
+    run = Path(execute(tiny_config(tmp_path))["run_dir"])
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "status": "running"}))  # as a SIGKILL leaves it
+    assert RunView.from_run_dir(run).status == "killed"
+    assert [r["status"] for r in list_runs(tmp_path)] == ["killed"]
 
 
 def test_compare_counts_follow_a_run_still_being_written(finished_run, tmp_path):
@@ -360,7 +374,7 @@ def test_replay_of_a_foreign_directory_is_a_clear_error(tmp_path):
 def test_replay_of_a_corrupt_meta_is_a_clear_error(tmp_path):
     (tmp_path / "meta.json").write_text("{not json")
     (tmp_path / "events.jsonl").write_text("")
-    with pytest.raises(UserError, match="unreadable"):
+    with pytest.raises(UserError, match="not valid JSON"):
         RunView.from_run_dir(tmp_path)
 
 
@@ -510,6 +524,9 @@ def test_home_run_list_follows_a_run_that_is_still_going(tmp_path):
     run = Path(execute(tiny_config(tmp_path))["run_dir"])
     meta = json.loads((run / "meta.json").read_text())
     (run / "meta.json").write_text(json.dumps({**meta, "status": "running", "epochs_done": 3}))
+    from ibtui.rundir.store import acquire_lock
+
+    writer = acquire_lock(run)  # as the process writing the run holds it
 
     async def scenario():
         app, _ = home_app(run.parent)
@@ -519,6 +536,7 @@ def test_home_run_list_follows_a_run_that_is_still_going(tmp_path):
             row = table.get_row_at(0)
             assert (row[2], row[5]) == ("running", f"3/{meta['epochs_total']}")
             (run / "meta.json").write_text(json.dumps(meta))  # the run ends
+            writer.release()
             await pilot.pause(2.5)
             assert table.get_row_at(0)[2] == "done"
 
@@ -569,7 +587,7 @@ def test_escape_leaves_the_home_form_so_its_keys_act_again(tmp_path):
     asyncio.run(scenario())
 
 
-def test_export_writes_csv_and_svg_of_the_plane(finished_run):
+def test_export_writes_csv_and_figures_of_the_plane(finished_run):
     screen = RunScreen(RunView.from_run_dir(finished_run))
 
     async def scenario():
@@ -581,7 +599,7 @@ def test_export_writes_csv_and_svg_of_the_plane(finished_run):
     from pathlib import Path
 
     exported = {p.suffix for p in (Path(finished_run) / "export").iterdir()}
-    assert {".csv", ".svg"} <= exported
+    assert {".csv", ".png", ".pdf"} <= exported
 
 
 # ----------------------------------------------------------------------------- boundaries and processes

@@ -15,19 +15,17 @@ from __future__ import annotations
 import json
 import math
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ibtui.config import build_estimator, config_from_dict, read_toml
-from ibtui.engine.store import (CONFIG, atomic_write_bytes, atomic_write_npz, checkpoint_path, read_events, read_meta,
-                                read_npz, run_file)
+from ibtui.config import build_estimator, config_from_dict
+from ibtui.rundir.reader import ANALYSIS, load_run
+from ibtui.rundir.store import CONFIG, atomic_write_bytes, atomic_write_npz
 from ibtui.errors import UserError
 
-ANALYSIS = "analysis"
 
 
 def plane_label(plane: str, param: str, value: Any, fixed: dict[str, Any] | None = None) -> str:
@@ -52,24 +50,18 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, 
     from ibtui.engine.measure import measure_planes, member_workers, torch_threads
     from ibtui.engine.runner import prepare  # runner imports the estimators; keep this module light
 
-    path = Path(run_dir)
-    read_meta(path)  # a foreign directory fails here, with a one-line error
+    run = load_run(run_dir)  # a foreign or malformed directory fails here, with a one-line error
+    path = run.path
     param, values = vary if vary is not None else ("", [None])
     if not values:
         raise UserError("give at least one value to vary")
     estimators = [build_estimator(kind, {**(fixed or {}), **({param: value} if param else {})}) for value in values]
-    raw = read_toml(run_file(path, CONFIG))
+    raw = dict(run.config)
     if device is not None:
-        raw.setdefault("train", {})["device"] = device
+        raw["train"] = {**(raw.get("train") if isinstance(raw.get("train"), dict) else {}), "device": device}
     cfg = config_from_dict(raw, source=str(path / CONFIG))
     prep = prepare(cfg)
-    epochs = []
-    for event in read_events(path):
-        epoch = event.get("epoch")
-        if isinstance(epoch, int) and not isinstance(epoch, bool) and isinstance(event.get("planes"), dict):
-            if checkpoint_path(path, epoch).is_file() and epoch not in epochs:
-                epochs.append(epoch)
-    epochs.sort()
+    epochs = run.checkpointed_epochs()
     if not epochs:
         raise UserError(f"{path} has no checkpoints of measured epochs to analyze (store.checkpoints was off?)")
     model = prep.model
@@ -86,9 +78,9 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, 
     threads = cfg.train.threads or torch.get_num_threads()
     for index, epoch in enumerate(epochs):
         try:
-            arrays = read_npz(checkpoint_path(path, epoch))
+            arrays = run.checkpoint(epoch)
             model.load_state_arrays({k: torch.as_tensor(v) for k, v in arrays.items() if not k.startswith("resume.")})
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        except (UserError, ValueError, KeyError) as exc:
             raise UserError(f"checkpoint of epoch {epoch} in {path} is unreadable: {exc}") from None
         with torch_threads(cfg.train.threads):  # as the run measured: the same planes back
             results = measure_planes(model, prep.x_all, prep.mi_idx, prep.mi_sets, estimators, epoch,
@@ -118,22 +110,3 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, 
     }
     atomic_write_bytes(folder / f"{stem}.json", (json.dumps(description, indent=2) + "\n").encode())
     return description
-
-
-def load_analyses(run_dir: str | Path) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
-    """Every readable analysis of a run: (description, arrays), oldest first. Unreadable ones are skipped."""
-    folder = Path(run_dir) / ANALYSIS
-    if not folder.is_dir() or folder.is_symlink():
-        return []
-    found = []
-    for description_path in sorted(folder.glob("*.json")):
-        try:
-            description = json.loads(run_file(Path(run_dir), Path(ANALYSIS) / description_path.name).read_text())
-            arrays = read_npz(run_file(Path(run_dir), Path(ANALYSIS) / f"{description_path.stem}.npz"))
-            if not isinstance(description, dict) or "epochs" not in arrays:
-                continue
-        except (OSError, ValueError, UserError, zipfile.BadZipFile, UnicodeDecodeError):
-            continue
-        found.append((description, arrays))
-    found.sort(key=lambda item: str(item[0].get("created", "")))
-    return found

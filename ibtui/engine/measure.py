@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
@@ -32,53 +31,21 @@ import torch
 
 from ibtui.engine.model import Ensemble
 from ibtui.estimators import Estimator, MISet, PooledPlane
+from ibtui.rundir.records import PlaneValues
 
 
 class Diverged(RuntimeError):
     """Loss or activations became NaN/inf."""
 
 
-@dataclass
-class MemberPlanes:
-    """One plane for every member: I(X;T) and I(T;Y) (S, L) in bits; for pooled plug-in estimates
-    also H(T|X) (S, L) and its cap (bits; ``PooledPlane``)."""
-
-    ixt: np.ndarray
-    ity: np.ndarray
-    h_t_x: np.ndarray | None = None
-    cap: float | None = None
-
-    @property
-    def saturated(self) -> np.ndarray | None:
-        """(S, L) bool: H(T|X) at its cap (the pooled estimate is not resolved there), or None."""
-        if self.h_t_x is None or self.cap is None:
-            return None
-        return self.h_t_x >= self.cap - 1e-9 * max(1.0, self.cap)
-
-    def record(self) -> dict[str, Any]:
-        """The JSON form used in events: the means over members (``ixt``, ``ity`` per layer), every
-        member's values when there are several (``ixt_seeds``, ``ity_seeds``, S × L), and for pooled
-        estimates ``h_t_x`` (mean), ``h_t_x_cap`` and ``saturated`` (per layer: any member at the cap)."""
-        out: dict[str, Any] = {"ixt": [float(v) for v in self.ixt.mean(0)], "ity": [float(v) for v in self.ity.mean(0)]}
-        if self.ixt.shape[0] > 1:
-            out["ixt_seeds"], out["ity_seeds"] = self.ixt.tolist(), self.ity.tolist()
-        if self.h_t_x is not None:
-            out["h_t_x"] = [float(v) for v in self.h_t_x.mean(0)]
-            out["h_t_x_cap"] = float(self.cap)
-            out["saturated"] = [bool(v) for v in self.saturated.any(0)]
-            if self.h_t_x.shape[0] > 1:
-                out["h_t_x_seeds"] = self.h_t_x.tolist()
-        return out
-
-
-def stack_members(rows: Sequence[tuple]) -> MemberPlanes:
-    """Per-member (ixt, ity) or ``PooledPlane`` values (each (L,)) → one ``MemberPlanes``."""
+def stack_members(rows: Sequence[Any]) -> PlaneValues:
+    """Per-member (ixt, ity) or ``PooledPlane`` values (each (L,)) → one ``PlaneValues`` (S, L)."""
     first = rows[0]
     if isinstance(first, PooledPlane):
-        return MemberPlanes(np.stack([r.ixt for r in rows]).astype(np.float64),
+        return PlaneValues(np.stack([r.ixt for r in rows]).astype(np.float64),
                             np.stack([r.ity for r in rows]).astype(np.float64),
                             np.stack([r.h_t_x for r in rows]).astype(np.float64), float(first.cap))
-    return MemberPlanes(np.stack([np.asarray(r[0]) for r in rows]).astype(np.float64),
+    return PlaneValues(np.stack([np.asarray(r[0]) for r in rows]).astype(np.float64),
                         np.stack([np.asarray(r[1]) for r in rows]).astype(np.float64))
 
 
@@ -163,16 +130,30 @@ def member_workers(model: Ensemble, estimators: Sequence[Estimator], threads: in
     return max(1, min(threads, model.size))
 
 
+def estimate_layers(layers: Sequence[torch.Tensor], mi_set: MISet,
+                    estimators: Sequence[Estimator]) -> list[dict[str, Any]]:
+    """One network's layer activations ((N, d_l) each, on any device) → every estimator's planes,
+    per estimator (in order) plane name → (I(X;T), I(T;Y)) per layer in bits. The core of every
+    measurement: ``measure_planes`` (runs, analyze) and ``ibtui.Recorder`` (any PyTorch model)."""
+    return [est.estimate(layers, mi_set) for est in estimators]
+
+
+def stack_results(per_member: Sequence[list[dict[str, Any]]]) -> list[dict[str, PlaneValues]]:
+    """Per member ``estimate_layers`` results → per estimator, plane name → ``PlaneValues`` (S, L)."""
+    return [{name: stack_members([member[e][name] for member in per_member]) for name in per_member[0][e]}
+            for e in range(len(per_member[0]))]
+
+
 @torch.no_grad()
 def measure_planes(model: Ensemble, x_all: torch.Tensor, mi_idx: torch.Tensor, mi_sets: Sequence[MISet],
                    estimators: Sequence[Estimator], epoch: int, noise_draws: int = 8,
-                   workers: int = 1) -> list[dict[str, MemberPlanes]]:
+                   workers: int = 1) -> list[dict[str, PlaneValues]]:
     """Every estimator's planes for every member of ``model`` at ``epoch``.
 
     x_all: (rows, D) inputs; mi_idx: (S, N) each member's MI-set rows; mi_sets: each member's
     ``MISet``; noise_draws: noisy passes pooled by plug-in estimators on a noisy network;
     workers: members estimated side by side (``thread_map``; 1 when an estimator is not
-    thread-safe). Returns, per estimator (in order), plane name → ``MemberPlanes``.
+    thread-safe). Returns, per estimator (in order), plane name → ``PlaneValues`` (members × layers).
     Raises ``Diverged`` for NaN/inf activations.
     """
     model.eval()
@@ -184,9 +165,6 @@ def measure_planes(model: Ensemble, x_all: torch.Tensor, mi_idx: torch.Tensor, m
         passes = max([est.draws for est in estimators if est.needs_centres]
                      + [noise_draws for est in estimators if est.pools] + [1])
     per_member: list[list[dict[str, Any]]] = []  # member → per estimator → plane → value
-
-    def estimate_member(layers: list[torch.Tensor], j: int) -> list[dict[str, Any]]:
-        return [est.estimate(layers, mi_sets[j]) for est in estimators]
 
     def estimate_noisy(j: int) -> list[dict[str, Any]]:
         generator = measurement_generator(model.seeds[j], epoch, x_all.device)
@@ -212,7 +190,6 @@ def measure_planes(model: Ensemble, x_all: torch.Tensor, mi_idx: torch.Tensor, m
             layers = model.forward_layers(x_all[mi_idx[members]], members)
             check_finite(layers, model.layer_names, model.seeds[members], epoch)
             indices = list(range(layers[0].shape[0]))
-            per_member += thread_map(lambda i: estimate_member([layer[i] for layer in layers], first + i), indices,
-                                     workers)
-    return [{name: stack_members([member[e][name] for member in per_member]) for name in per_member[0][e]}
-            for e in range(len(estimators))]
+            per_member += thread_map(lambda i: estimate_layers([layer[i] for layer in layers], mi_sets[first + i],
+                                                               estimators), indices, workers)
+    return stack_results(per_member)

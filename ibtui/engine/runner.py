@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 import traceback
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 import ibtui
-from ibtui.config import Config, all_planes, config_from_dict, pool_suffix, read_toml
+from ibtui.config import Config, all_planes, pool_suffix
 from ibtui.engine.data import Dataset, load_dataset
 from ibtui.engine.measure import (Diverged, check_finite, measure_planes, measurement_generator, member_workers,
                                   pooled_planes, stack_members, torch_threads)
@@ -42,8 +41,8 @@ from ibtui.engine.training import Trainer, evaluate
 from ibtui.engine.phases import WINDOW, snr, transition_epochs
 from ibtui.engine.schedule import Schedule, plane_distance
 from ibtui.engine.summary import compression_table
-from ibtui.engine.store import (CONFIG, CURVES, PLANES, RunStore, checkpoint_path, lock_is_held, read_curves_log,
-                                read_events, read_meta, read_npz, run_file)
+from ibtui.rundir.reader import Run, load_run, writer_alive
+from ibtui.rundir.store import CURVES, PLANES, RunStore, read_curves_log
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
 
@@ -238,7 +237,7 @@ class Engine:
         with torch_threads(cfg.train.threads):
             results = measure_planes(model, p.x_all, p.mi_idx, p.mi_sets, self.estimators, epoch,
                                      cfg.model.noise_draws, self.member_workers(threads))
-        planes = {name: value.record() for result in results for name, value in result.items()}
+        planes = {name: value.to_json() for result in results for name, value in result.items()}
         if self.pool_suffix and trainer is not None:
             planes.update(self.branched_planes(trainer, epoch))
         # a noisy network's evaluation noise: the measurement's own, so measuring leaves training unchanged
@@ -286,7 +285,7 @@ class Engine:
                 layers = child.model.forward_layers(p.x_all[p.mi_idx[j]], members)  # (K, N, d) each
                 check_finite(layers, child.model.layer_names, child.model.seeds[members], epoch)
                 per_member.append(pooled_planes(layers, p.mi_sets[j], a.children, poolers))
-        return {name + self.pool_suffix: stack_members([member[e][name] for member in per_member]).record()
+        return {name + self.pool_suffix: stack_members([member[e][name] for member in per_member]).to_json()
                 for e in range(len(poolers)) for name in per_member[0][e]}
 
     def scratch(self, checkpoint: dict[str, torch.Tensor]) -> Ensemble:
@@ -584,20 +583,19 @@ def _record_fits(event: dict[str, Any], planes: list[str], layers: int) -> bool:
     return True
 
 
-def last_checkpoint(path: Path, events: list[dict[str, Any]], epochs: int) -> dict[str, np.ndarray] | None:
-    """The arrays of the latest measured epoch whose checkpoint is complete (its ``resume.epoch``
-    equals the event's epoch, within [0, ``epochs``]), or None."""
-    for event in reversed(events):
-        epoch = event.get("epoch")
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= epochs:
+def last_checkpoint(run: Run, epochs: int) -> dict[str, np.ndarray] | None:
+    """The arrays of the run's latest measured epoch whose checkpoint is complete (its
+    ``resume.epoch`` equals the record's epoch, within [0, ``epochs``]), or None."""
+    for record in reversed(run.records):
+        if record.epoch > epochs:
             continue
         try:
-            arrays = read_npz(checkpoint_path(path, epoch))
-            saved = np.asarray(arrays["resume.epoch"])
-            if saved.shape == () and saved.dtype.kind in "iu" and int(saved) == epoch:
-                return arrays
-        except (OSError, ValueError, KeyError, TypeError, UserError, zipfile.BadZipFile):
+            arrays = run.checkpoint(record.epoch)
+        except UserError:
             continue
+        saved = np.asarray(arrays.get("resume.epoch", -1))
+        if saved.shape == () and saved.dtype.kind in "iu" and int(saved) == record.epoch:
+            return arrays
     return None
 
 
@@ -607,34 +605,30 @@ def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFla
 
     On CPU the epochs after the checkpoint are the same as those of an uninterrupted run with
     the same seed (weights, optimiser state and the batch-order RNG are restored), and the run
-    directory ends as the uninterrupted run's (events, planes and curves). Everything is read and
-    restored before anything is written: a resume refused (UserError) or interrupted while it
-    restores leaves the directory untouched. A run being written by another process is refused.
+    directory ends as the uninterrupted run's (events, planes and curves). Everything is read
+    (``load_run``: validated) and restored before anything is written: a resume refused
+    (UserError) or interrupted while it restores leaves the directory untouched. A run being
+    written by another process is refused.
     """
-    path = Path(run_dir)
-    meta = read_meta(path)
-    status = meta.get("status")
-    if status == "done":
+    run = load_run(run_dir)
+    path = run.path
+    if run.meta["status"] == "done":
         raise UserError(f"{path} is already done; nothing to resume")
-    if lock_is_held(path) or (status == "running" and meta.get("host") == platform.node()
-                              and _pid_alive(meta.get("pid")) and meta.get("pid") != os.getpid()):
+    if writer_alive(path, run.meta) and run.meta.get("pid") != os.getpid():
         raise UserError(f"{path} is still being written by another process")
-    cfg = config_from_dict(read_toml(run_file(path, CONFIG)), source=str(path / CONFIG))
+    cfg = run.settings()
     prep = prepare(cfg)
-    events = read_events(path)
-    point = last_checkpoint(path, events, cfg.train.epochs)
+    point = last_checkpoint(run, cfg.train.epochs)
     if point is None:
         raise UserError(f"{path} has no complete checkpoint to resume from; start it again with `ibtui run`")
     epoch = int(point["resume.epoch"])
     curves: dict[str, Any] | None = read_curves_log(path)
     complete = curves is not None
     if curves is None:  # a run of an older version: its curves.npz
-        try:
-            curves = read_npz(run_file(path, CURVES))
-        except (OSError, ValueError, UserError, zipfile.BadZipFile):
-            curves = {}
+        curves = run.curves
     engine = Engine(prep, RunStore(path), lambda event: None, logging.getLogger("ibtui.resume"))
-    engine.restore(point, events, curves, complete)  # UserError when anything does not fit; nothing written yet
+    # UserError when anything does not fit; nothing is written before this returns
+    engine.restore(point, [r.to_json() for r in run.records], curves, complete)
     store = RunStore.open(path, epoch)
     engine.store = store
     try:
@@ -643,18 +637,6 @@ def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFla
         store.close()
         raise UserError(f"cannot write {path / 'meta.json'}: {exc.strerror or exc}") from None
     return _drive(prep, store, on_event, stop, pause, f"resumed after epoch {epoch}", engine)
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _QuietHandler(logging.StreamHandler):
@@ -675,13 +657,13 @@ def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: St
     handler = _QuietHandler(store.log_stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
-    log.info("run %s %s", store.path.name, what)
-    if engine is None:
-        engine = Engine(prep, store, emit, log)
-    engine.emit, engine.log = emit, log
     started = time.perf_counter()
     status, error = "failed", None
     try:
+        log.info("run %s %s", store.path.name, what)
+        if engine is None:
+            engine = Engine(prep, store, emit, log)
+        engine.emit, engine.log = emit, log
         emit({"type": "start", "run_dir": str(store.path), "meta": store.meta})
         status = engine.run(stop, pause)
     except KeyboardInterrupt:
@@ -695,12 +677,14 @@ def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: St
         wall = time.perf_counter() - started
         _ignore_sigint()  # a second Ctrl+C must not interrupt the final writes
         try:
-            engine.write_arrays(force=True)
+            if engine is not None:
+                engine.write_arrays(force=True)
         except OSError as exc:  # disk full, read-only...: events.jsonl still holds every measured epoch
             status, error = "failed", error or f"cannot write arrays: {exc}"
             log.error("final arrays not written: %s", exc)
         try:
-            store.write_meta(status=status, error=error, epochs_done=engine.epochs_done, wall_seconds=round(wall, 3))
+            done = engine.epochs_done if engine is not None else store.meta.get("epochs_done", 0)
+            store.write_meta(status=status, error=error, epochs_done=done, wall_seconds=round(wall, 3))
         except OSError as exc:
             status, error = "failed", error or f"cannot write meta.json: {exc}"
             log.error("final meta.json not written: %s", exc)
@@ -708,6 +692,8 @@ def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: St
         log.removeHandler(handler)
         store.close()
         _restore_sigint()
+    if engine is None:  # it could not even be built: the error is in meta.json and worker.log
+        raise UserError(f"the run could not start: {error}")
     summary = summarize(engine, status, wall, error)
     emit({"type": "end", "status": status, "error": error, "summary": summary})
     return summary

@@ -8,7 +8,7 @@
 - ``summary.json`` and ``summary.csv``: per cell its status, accuracy and, per plane and layer,
   peak and final I(X;T) (bits) and the compression (peak − final); rewritten atomically after
   every finished cell, so they stream while the sweep runs;
-- ``<cell>/``: one run directory per cell (the usual contract of ``ibtui.engine.store``).
+- ``<cell>/``: one run directory per cell (the usual contract of ``ibtui.rundir.store``).
 
 Two backends run the cells: ``local`` (one spawned process per cell, at most ``workers`` at once)
 and ``ray`` (Ray tasks with ``num_cpus``/``num_gpus`` requests and Ray's own retries). A cell whose
@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 
 from ibtui.config import Config, config_from_dict, load_preset
 from ibtui.engine.summary import compression_table
-from ibtui.engine.store import (CONFIG, CURVES, EVENTS, LOG, META, PLANES, atomic_write_bytes, read_meta, read_npz,
-                                utc_stamp)
+from ibtui.rundir.reader import load_run, read_run_meta
+from ibtui.rundir.store import CONFIG, CURVES, EVENTS, LOG, META, PLANES, atomic_write_bytes, open_append, utc_stamp
 from ibtui.errors import UserError
 
 SWEEP = "sweep.json"
@@ -156,35 +155,33 @@ class SweepSpec:
 
 
 def cell_result(run_dir: Path) -> dict[str, Any]:
-    """A finished cell's row, from its run directory: status, accuracy, and per plane and layer
-    peak and final I(X;T), final I(T;Y), compression (bits); for ensembles the members' spread."""
-    meta = read_meta(run_dir)
-    result: dict[str, Any] = {"status": str(meta.get("status", "?")), "error": meta.get("error"),
-                              "epochs_done": meta.get("epochs_done"), "epochs_total": meta.get("epochs_total"),
-                              "wall_seconds": meta.get("wall_seconds"), "seeds": meta.get("seeds"),
-                              "test_acc": None, "train_acc": None, "planes": {}}
+    """A cell's row, read through the one reader (``load_run``): status, accuracy, and per plane
+    and layer peak and final I(X;T), final I(T;Y), compression (bits; for ensembles the mean of
+    the members' values ± their sd: ``ibtui.engine.summary``). A malformed cell directory gives
+    status ``failed`` with the reader's one-line reason."""
+    result: dict[str, Any] = {"status": "failed", "error": None, "epochs_done": None, "epochs_total": None,
+                              "wall_seconds": None, "seeds": None, "test_acc": None, "train_acc": None, "planes": {}}
     try:
-        arrays = read_npz(run_dir / PLANES)
-    except (OSError, ValueError, UserError):
+        run = load_run(run_dir)
+    except UserError as exc:
+        return {**result, "error": str(exc)}
+    meta = run.meta
+    wall = meta.get("wall_seconds")
+    result.update(status=run.status, error=meta.get("error"), epochs_done=meta.get("epochs_done"),
+                  epochs_total=meta.get("epochs_total"), seeds=meta.get("seeds"),
+                  wall_seconds=float(wall) if isinstance(wall, (int, float)) and math.isfinite(wall) else None)
+    if not run.records:
         return result
-    epochs = np.asarray(arrays.get("epochs", []))
-    if len(epochs) == 0:
-        return result
-    for key in ("test_acc", "train_acc"):
-        if key in arrays and math.isfinite(float(arrays[key][-1])):
-            result[key] = float(arrays[key][-1])
-    layers = [str(name) for name in meta.get("layers", [])]
-    for plane in meta.get("planes", []):
-        if f"{plane}.ixt" not in arrays:
+    last = run.records[-1]
+    result.update(test_acc=last.test_acc, train_acc=last.train_acc)
+    for plane in meta["planes"]:
+        data = run.plane(plane)
+        if not len(data.epochs):
             continue
-        members = f"{plane}.ixt_seeds" in arrays and np.asarray(arrays[f"{plane}.ixt_seeds"]).ndim == 3
-        ixt = np.asarray(arrays[f"{plane}.ixt_seeds" if members else f"{plane}.ixt"])
-        ity = np.asarray(arrays[f"{plane}.ity_seeds" if members else f"{plane}.ity"])
-        names = layers if len(layers) == ixt.shape[-1] else [f"layer{i}" for i in range(ixt.shape[-1])]
-        saturated = arrays.get(f"{plane}.saturated")
+        saturated = data.saturated
         result["planes"][plane] = compression_table(
-            epochs, ixt, ity, names, meta.get("h_x"), meta.get("h_y"),
-            saturated[-1] if saturated is not None and saturated.ndim == 2 else None)
+            data.epochs, data.members_ixt, data.members_ity, run.layers, meta.get("h_x"), meta.get("h_y"),
+            saturated[-1] if saturated is not None else None)
     return result
 
 
@@ -202,7 +199,7 @@ def run_cell(raw_config: dict[str, Any], run_dir: str | Path, stop: Any = None) 
     path = Path(run_dir)
     if path.exists():
         try:
-            status = read_meta(path).get("status")
+            status = read_run_meta(path)["status"]
         except UserError:
             status = None
         if status == "done":
@@ -299,7 +296,7 @@ class Sweep:
         done, todo = [], []
         for cell in self.cells:
             try:
-                status = read_meta(self.cell_dir(cell)).get("status")
+                status = read_run_meta(self.cell_dir(cell))["status"]
             except UserError:
                 status = None
             (done if status == "done" else todo).append(cell)
@@ -330,7 +327,7 @@ class Sweep:
         line = {"cell": outcome.cell.name, "status": outcome.status, "attempts": outcome.attempts,
                 "error": outcome.error, "host": outcome.host, "wall_seconds": outcome.result.get("wall_seconds"),
                 "time": utc_stamp()}
-        with open(self.root / RESULTS, "ab") as f:
+        with open_append(self.root / RESULTS) as f:  # never through a symlink
             f.write((json.dumps(line) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())

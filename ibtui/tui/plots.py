@@ -10,7 +10,6 @@ import math
 
 import plotext as plt
 
-from ibtui.tui.export import epoch_position, ramp_at
 from ibtui.tui.state import RunView
 
 EPOCH_BINS = 8
@@ -18,8 +17,38 @@ BAND_PARTNER = {"kde_upper": "kde_lower", "kde_lower": "kde_upper"}  # drawn tog
 LAYER_MARKERS = ["●", "◆", "■", "▲", "▼", "★", "✚", "✖", "○", "◇"]
 
 
+# A viridis-like ramp, dark (early epochs) to bright (late epochs): evenly spaced RGB stops.
+RAMP: tuple[tuple[int, int, int], ...] = (
+    (68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142), (31, 158, 137),
+    (53, 183, 121), (109, 205, 89), (180, 222, 44), (253, 231, 37),
+)
+
+
+def epoch_position(epoch: int, first: int, last: int) -> float:
+    """Position of ``epoch`` in [0, 1] between ``first`` and ``last`` on a log1p scale.
+
+    A single measured epoch (``last <= first``) sits at the end of the ramp.
+    """
+    if last <= first:
+        return 1.0
+    offset = min(max(epoch, first), last) - first
+    return math.log1p(offset) / math.log1p(last - first)
+
+
+def ramp_at(fraction: float) -> tuple[int, int, int]:
+    """Colour at ``fraction`` ∈ [0, 1] along :data:`RAMP`, linearly interpolated between stops."""
+    if not math.isfinite(fraction):
+        fraction = 0.0
+    fraction = min(1.0, max(0.0, fraction))
+    scaled = fraction * (len(RAMP) - 1)
+    i = min(int(scaled), len(RAMP) - 2)
+    t = scaled - i
+    a, b = RAMP[i], RAMP[i + 1]
+    return tuple(round(a[k] + (b[k] - a[k]) * t) for k in range(3))  # type: ignore[return-value]
+
+
 def binned_epoch_colour(epoch: int, first: int, last: int) -> tuple[int, int, int]:
-    """The export's epoch colour (log1p scale, viridis-like), quantized to EPOCH_BINS steps."""
+    """The epoch colour (log1p scale, viridis-like), quantized to EPOCH_BINS steps."""
     fraction = epoch_position(epoch, first, last)
     return ramp_at(round(fraction * (EPOCH_BINS - 1)) / (EPOCH_BINS - 1))
 

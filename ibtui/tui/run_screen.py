@@ -308,25 +308,31 @@ class RunScreen(Screen):
             self.redraw()
 
     def action_export(self) -> None:
-        from ibtui.tui.export import export_plane
+        """Export what is on screen (the plane, or the family's planes) through ``ibtui.export``:
+        CSV and the publication figure (PNG, PDF; matplotlib) into ``<run>/export/``."""
+        from ibtui.export import export
+        from ibtui.rundir.reader import load_run
 
         if not self.view.run_dir:
             self.notify("nothing to export yet", severity="warning")
             return
         shown = [self.plane] if self.family is None else self.view.family_planes(self.family)
         out_dir = Path(self.view.run_dir) / "export"
+        paths, skipped = [], []
         try:
-            paths = [path for plane in shown for path in export_plane(self.view, plane, out_dir)]
+            run = load_run(self.view.run_dir)
+            for plane in shown:
+                result = export([run], out_dir, plane=plane, formats=("csv", "png", "pdf"))
+                paths += result.paths
+                skipped += [s for s in result.skipped if s not in skipped]
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
-        except OSError as exc:
-            self.notify(f"export failed: {exc}", severity="error")
-            return
         names = ", ".join(p.name for p in paths)
-        self.view.add_log(f"exported {names} to {paths[0].parent}")
+        self.view.add_log(f"exported {names} to {out_dir}" + (f"; skipped {'; '.join(skipped)}" if skipped else ""))
         self.flush_log()
-        self.notify(f"exported {names}", title="export")
+        self.notify(f"exported to {out_dir}: {names}" + (f" (skipped {'; '.join(skipped)})" if skipped else ""),
+                    title="export")
 
     def action_back(self) -> None:
         self.app.pop_screen()  # to whatever opened it: home, or a sweep

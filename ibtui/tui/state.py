@@ -6,11 +6,9 @@ Every change bumps ``version`` so plots can cache their rendering.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
-import zipfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from ibtui.engine.phases import transition_epochs
-from ibtui.engine.store import CONFIG, CURVES, EVENTS, META, read_meta, read_npz, run_file
+from ibtui.rundir.reader import Run, load_run, load_sweep, read_json, read_run_meta, shown_status
+from ibtui.rundir.records import MeasureRecord
+from ibtui.rundir.store import CONFIG, META
 from ibtui.errors import UserError
 
 
@@ -64,7 +64,8 @@ class RunView:
     started: float | None = None
     _rate: tuple[float, int] | None = None  # (time, epoch) of the first epoch event
     _last_epoch_at: float | None = None  # time of the latest epoch event
-    _offset: int = 0  # bytes of events.jsonl already read (replay follow)
+    _run: Run | None = None  # the run directory being replayed (``load_run``)
+    _warned: int = 0  # reader warnings already logged
 
     # ------------------------------------------------------------------ derived
     @property
@@ -220,156 +221,124 @@ class RunView:
         self.title = str(meta.get("id") or meta.get("preset") or self.title)
 
     def _add_measure(self, event: dict[str, Any]) -> None:
-        """Add one measured epoch; ValueError/TypeError/KeyError for a malformed one (nothing added)."""
-        epoch = event["epoch"]
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 2**53:
-            raise ValueError(f"bad epoch {epoch!r}")
-        width = len(self.layers) or None
-        parsed, members = {}, {}
-        for name, plane in event["planes"].items():
-            ixt, ity = [float(v) for v in plane["ixt"]], [float(v) for v in plane["ity"]]
-            width = width or len(ixt)
-            if not (len(ixt) == len(ity) == width) or not all(map(math.isfinite, ixt + ity)):
-                raise ValueError(f"plane {name!r} of epoch {epoch} is malformed")
-            parsed[str(name)] = (ixt, ity)
-            if "ixt_seeds" in plane:
-                seeds_ixt = [[float(v) for v in row] for row in plane["ixt_seeds"]]
-                seeds_ity = [[float(v) for v in row] for row in plane["ity_seeds"]]
-                if not (len(seeds_ixt) == len(seeds_ity) >= 1 and all(
-                        len(row) == width and all(map(math.isfinite, row)) for row in seeds_ixt + seeds_ity)):
-                    raise ValueError(f"plane {name!r} of epoch {epoch} has malformed member values")
-                members[str(name)] = (seeds_ixt, seeds_ity)
-        self.measures[epoch] = event
-        for name, values in members.items():
-            self.members.setdefault(name, {})[epoch] = values
-        for name, values in parsed.items():
-            self.planes.setdefault(name, {})[epoch] = values
+        """Add one measured epoch from a live event (parsed and validated as the reader does:
+        ``MeasureRecord.from_json``); ValueError for a malformed one (nothing added)."""
+        width = len(self.layers) or _width(event)
+        self._add_record(MeasureRecord.from_json(event, width))
+
+    def _add_record(self, record: MeasureRecord) -> None:
+        """Fold one measured epoch into the view; ValueError when its values are not finite."""
+        epoch = record.epoch
+        for name, values in record.planes.items():
+            if not (np.isfinite(values.ixt).all() and np.isfinite(values.ity).all()):
+                raise ValueError(f"plane {name[:60]!r} of epoch {epoch} holds missing or infinite values")
+        self.measures[epoch] = record.to_json()
+        for name, values in record.planes.items():
+            self.planes.setdefault(name, {})[epoch] = (values.ixt.mean(0).tolist(), values.ity.mean(0).tolist())
+            if values.members > 1:
+                self.members.setdefault(name, {})[epoch] = (values.ixt.tolist(), values.ity.tolist())
             if name not in self.plane_names:
                 self.plane_names.append(name)
         if not self.layers and self.planes:
             n = len(next(iter(self.planes.values()))[epoch][0])
             self.layers = [f"layer {i + 1}" for i in range(n)]
         self.epochs_done = max(self.epochs_done, epoch)
-        schedule = event.get("schedule") if isinstance(event.get("schedule"), dict) else {}
         best = self.plane_names[0] if self.plane_names else None
-        if best and best in self.planes:
+        if best and best in self.planes and epoch in self.planes[best]:
             ixt, ity = self.planes[best][epoch]
             self.add_log(f"epoch {epoch}: {best} last hidden I(X;T)={ixt[-2 if len(ixt) > 1 else -1]:.2f} "
-                         f"I(T;Y)={ity[-2 if len(ity) > 1 else -1]:.2f} · {schedule.get('decision', '')}")
+                         f"I(T;Y)={ity[-2 if len(ity) > 1 else -1]:.2f}")
 
     # ------------------------------------------------------------------ replay
     @classmethod
     def from_run_dir(cls, path: str | Path) -> "RunView":
-        """Load a run directory for replay. A foreign or corrupt directory is a UserError."""
-        path = Path(path)
-        if not path.is_dir():
-            raise UserError(f"{path} is not a directory")
-        if not (path / META).is_file() or not (path / EVENTS).exists():
-            raise UserError(f"{path} is not an ibtui run directory (needs {META} and {EVENTS})")
-        meta = read_meta(path)
-        view = cls(run_dir=str(path))
-        try:
-            view._set_meta(meta)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise UserError(f"{path / META} has unexpected content: {exc}") from None
-        view.status = str(meta.get("status", "unknown"))
-        view.error = None if meta.get("error") is None else str(meta.get("error"))
-        view.follow()
+        """Load a run directory for replay through the one reader (``load_run``: validated). A
+        foreign or malformed directory is a UserError."""
+        run = load_run(path)
+        view = cls(run_dir=str(run.path))
+        view._run = run
+        view._set_meta(run.meta)
+        view.status = run.status
+        view.error = run.meta.get("error")
+        for record in run.records:
+            view._fold(record)
         view._load_curves()
         view.load_analyses()
-        done = meta.get("epochs_done")
-        if isinstance(done, int) and not isinstance(done, bool):
+        done = run.meta.get("epochs_done")
+        if isinstance(done, int):
             view.epochs_done = max(view.epochs_done, done)
-        if not (path / CONFIG).is_file():
+        if not (run.path / CONFIG).is_file():
             view.add_log(f"warning: {CONFIG} is missing")
+        view._warn()
         return view
+
+    def _fold(self, record: MeasureRecord) -> None:
+        try:
+            self._add_record(record)
+        except ValueError as exc:
+            self.add_log(f"warning: skipped epoch {record.epoch} ({exc})")
+
+    def _warn(self) -> None:
+        """Move the reader's new warnings into the log."""
+        if self._run is not None:
+            for warning in self._run.warnings[self._warned:]:
+                self.add_log(f"warning: {warning}")
+            self._warned = len(self._run.warnings)
 
     def follow(self) -> int:
         """Read events appended since the last call (a run still being written). Returns how many."""
-        if self.run_dir is None:
+        if self._run is None:
             return 0
         try:
-            path = run_file(self.run_dir, EVENTS)
-            with open(path, "rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read()
+            fresh = self._run.poll()
         except (OSError, UserError):
             return 0
-        end = data.rfind(b"\n") + 1  # only complete lines; a torn tail waits for its newline
-        count = 0
-        for raw in data[:end].splitlines():
-            try:
-                event = json.loads(raw)
-                if isinstance(event, dict) and "epoch" in event and isinstance(event.get("planes"), dict):
-                    self._add_measure(event)
-                    count += 1
-            except (ValueError, TypeError, KeyError, IndexError):
-                self.add_log("warning: skipped a corrupt line in events.jsonl")
-        self._offset += end
-        if count:
+        for record in fresh:
+            self._fold(record)
+        self._warn()
+        if fresh:
             self.version += 1
             self.plane_version += 1
-        return count
+        return len(fresh)
 
     def refresh_meta(self) -> bool:
         """Re-read meta.json (status of a run still being written); True when the status changed."""
-        if self.run_dir is None:
+        if self._run is None:
             return False
-        try:
-            meta = read_meta(Path(self.run_dir))
-        except UserError:
+        self._run.refresh()
+        status = self._run.status
+        if status == self.status:
             return False
-        if meta.get("status") == self.status:
-            return False
-        self.status = str(meta.get("status"))
-        self.error = None if meta.get("error") is None else str(meta.get("error"))
-        done = meta.get("epochs_done")
-        if isinstance(done, int) and not isinstance(done, bool):
+        self.status = status
+        self.error = self._run.meta.get("error")
+        done = self._run.meta.get("epochs_done")
+        if isinstance(done, int):
             self.epochs_done = done
         self.version += 1
         self.plane_version += 1
         return True
 
     def load_analyses(self) -> int:
-        """Add the planes of the run's stored analyses (``analysis/``); returns how many families.
-
-        Each family (an estimator with one parameter swept) becomes planes named
+        """Add the planes of the run's stored analyses (``analysis/``, through the reader); returns
+        how many families. Each family (an estimator with one parameter swept) becomes planes named
         ``<plane>[<param>=<value>]``, listed after the run's own. A malformed analysis is skipped
-        with a warning in the log.
-        """
-        if self.run_dir is None:
+        with a warning in the log."""
+        if self._run is None:
             return 0
-        from ibtui.engine.analyze import analysis_stem, load_analyses
-
-        for description, arrays in load_analyses(self.run_dir):
-            try:
-                name = analysis_stem(str(description["estimator"]), str(description["param"]))
-                epochs = [int(e) for e in arrays["epochs"]]
-                planes = [str(p) for p in description["planes"]]
-                loaded = {}
-                for plane in planes:
-                    ixt = np.asarray(arrays[f"{plane}.ixt"], dtype=np.float64)
-                    ity = np.asarray(arrays[f"{plane}.ity"], dtype=np.float64)
-                    if ixt.shape != ity.shape or ixt.ndim != 2 or ixt.shape[0] != len(epochs) \
-                            or not np.isfinite(ixt).all() or not np.isfinite(ity).all():
-                        raise ValueError(f"plane {plane} is malformed")
-                    if self.layers and ixt.shape[1] != len(self.layers):
-                        raise ValueError(f"plane {plane} has {ixt.shape[1]} layers; the run has {len(self.layers)}")
-                    loaded[plane] = {e: (ixt[i].tolist(), ity[i].tolist()) for i, e in enumerate(epochs)}
-                    if f"{plane}.ixt_seeds" in arrays:
-                        sx, sy = np.asarray(arrays[f"{plane}.ixt_seeds"]), np.asarray(arrays[f"{plane}.ity_seeds"])
-                        if sx.shape == sy.shape and sx.ndim == 3 and sx.shape[0] == len(epochs):
-                            self.members[plane] = {e: (sx[i].tolist(), sy[i].tolist()) for i, e in enumerate(epochs)}
-            except (KeyError, ValueError, TypeError) as exc:
-                self.add_log(f"warning: analysis {description.get('arrays', '?')} skipped ({exc})")
-                continue
-            for plane, points in loaded.items():
-                self.planes[plane] = points
+        for analysis in self._run.analyses:
+            for plane, data in analysis.planes.items():
+                epochs = [int(e) for e in data.epochs]
+                mean_ixt, mean_ity = data.ixt_mean, data.ity_mean
+                self.planes[plane] = {e: (mean_ixt[i].tolist(), mean_ity[i].tolist()) for i, e in enumerate(epochs)}
+                if data.members > 1:
+                    self.members[plane] = {e: (data.members_ixt[i].tolist(), data.members_ity[i].tolist())
+                                           for i, e in enumerate(epochs)}
                 if plane not in self.plane_names:
                     self.plane_names.append(plane)
-            self.families[name] = planes
+            self.families[analysis.name] = list(analysis.planes)
             self.version += 1
             self.plane_version += 1
+        self._warn()
         return len(self.families)
 
     def family_planes(self, family: str) -> list[str]:
@@ -381,25 +350,29 @@ class RunView:
         return next((name for name, planes in self.families.items() if plane in planes), None)
 
     def _load_curves(self) -> None:
-        try:
-            path = run_file(self.run_dir or ".", CURVES)
-            if not path.is_file():
-                return
-            arrays = read_npz(path)
+        if self._run is None:
+            return
+        arrays = self._run.curves
+        if arrays:
             self.curves = {k: [float(v) for v in arrays[k]] for k in self.curves if k in arrays}
             for k in ("epoch", "train_loss", "train_acc", "test_acc"):
                 self.curves.setdefault(k, [])
             layers = sorted(int(k.split(".", 1)[1]) for k in arrays if k.startswith("grad_mean.")
                             and k.split(".", 1)[1].isdigit())
-            if layers and layers == list(range(len(layers))) and "epoch" in arrays:
-                mean = np.stack([np.asarray(arrays[f"grad_mean.{i}"], dtype=np.float64) for i in layers], axis=1)
-                std = np.stack([np.asarray(arrays[f"grad_std.{i}"], dtype=np.float64) for i in layers], axis=1)
-                epochs = np.asarray(arrays["epoch"])
-                if mean.shape == std.shape and mean.shape[0] == len(epochs):
-                    self.grad_epochs = [int(e) for e in epochs]
-                    self.grad_mean, self.grad_std = mean.tolist(), std.tolist()
-        except (OSError, ValueError, KeyError, TypeError, UserError, zipfile.BadZipFile) as exc:
-            self.add_log(f"warning: curves.npz unreadable ({exc})")
+            if layers and layers == list(range(len(layers))) and all(f"grad_std.{i}" in arrays for i in layers):
+                mean = np.stack([arrays[f"grad_mean.{i}"] for i in layers], axis=1)
+                std = np.stack([arrays[f"grad_std.{i}"] for i in layers], axis=1)
+                self.grad_epochs = [int(e) for e in arrays["epoch"]]
+                self.grad_mean, self.grad_std = mean.tolist(), std.tolist()
+        self._warn()
+
+
+def _width(event: dict[str, Any]) -> int:
+    """Layers of a live event's first plane (before the run's meta names them)."""
+    planes = event.get("planes") if isinstance(event, dict) else None
+    first = next(iter(planes.values()), None) if isinstance(planes, dict) and planes else None
+    ixt = first.get("ixt") if isinstance(first, dict) else None
+    return len(ixt) if isinstance(ixt, list) else 0
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
@@ -416,15 +389,16 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
         if not (path / META).is_file():
             continue
         try:
-            meta = read_meta(path)
+            meta = read_run_meta(path)
         except UserError:
             rows.append({"id": path.name, "path": str(path), "status": "unreadable", "preset": "?",
                          "created": "", "epochs": ""})
             continue
+        done, total = meta.get("epochs_done"), meta.get("epochs_total")
         rows.append({
-            "id": path.name, "path": str(path), "status": str(meta.get("status", "?")),
-            "preset": str(meta.get("preset", "?")), "created": str(meta.get("created", "")),
-            "epochs": f"{meta.get('epochs_done', '?')}/{meta.get('epochs_total', '?')}",
+            "id": path.name, "path": str(path), "status": shown_status(path, meta),
+            "preset": meta.get("preset") or "?", "created": meta.get("created") or "",
+            "epochs": f"{'?' if done is None else done}/{'?' if total is None else total}",
         })
     return sorted(rows, key=lambda r: (r["created"], r["id"]), reverse=True)
 
@@ -463,18 +437,10 @@ class SweepView:
 
     @classmethod
     def from_dir(cls, path: str | Path) -> "SweepView":
-        """Load a sweep directory. A foreign or corrupt one is a UserError."""
-        from ibtui.engine.sweep import SWEEP
-
-        root = Path(path)
-        try:
-            spec = json.loads((root / SWEEP).read_text())
-            grid = [(str(k), [str(v) for v in values]) for k, values in spec["grid"]]
-            cells = [SweepCell(str(c["name"]), dict(c["overrides"]), root / str(c["name"])) for c in spec["cells"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{root / SWEEP} is not a readable sweep description ({exc})") from None
-        view = cls(root=root, sweep_id=str(spec.get("id", root.name)), preset=str(spec.get("preset", "?")),
-                   grid=grid, cells=cells)
+        """Load a sweep directory through the one reader (``load_sweep``). A foreign or corrupt one is a UserError."""
+        sweep = load_sweep(path)
+        cells = [SweepCell(cell.name, cell.overrides, cell.path) for cell in sweep.cells]
+        view = cls(root=sweep.path, sweep_id=sweep.id, preset=sweep.preset, grid=sweep.grid, cells=cells)
         view.refresh()
         return view
 
@@ -498,8 +464,8 @@ class SweepView:
 
         before = [(c.status, c.attempts, c.error, c.test_acc, c.view.version if c.view else -1) for c in self.cells]
         try:
-            summary = {c["name"]: c for c in json.loads((self.root / SUMMARY_JSON).read_text())["cells"]}
-        except (OSError, ValueError, KeyError, TypeError):
+            summary = {c["name"]: c for c in read_json(self.root, SUMMARY_JSON)["cells"] if isinstance(c, dict)}
+        except (OSError, UserError, KeyError, TypeError):
             summary = {}
         for cell in self.cells:
             row = summary.get(cell.name, {})
@@ -543,17 +509,16 @@ class SweepView:
 def sweep_row(path: Path) -> dict[str, Any]:
     """A sweep's line in the list of runs: its cells' statuses from their meta.json only (the
     runs themselves are loaded when the sweep is opened)."""
-    from ibtui.engine.sweep import SWEEP
-
     try:
-        spec = json.loads((path / SWEEP).read_text())
-        names = [str(c["name"]) for c in spec["cells"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        sweep = load_sweep(path)
+        names = [cell.name for cell in sweep.cells]
+    except UserError:
         return {"id": path.name, "path": str(path), "status": "unreadable", "preset": "?", "created": "", "epochs": ""}
+    spec = sweep.spec
     done = 0
     for name in names:
         try:
-            done += read_meta(path / name).get("status") == "done"
+            done += read_run_meta(path / name)["status"] == "done"
         except UserError:
             pass
     return {"id": path.name, "path": str(path), "status": f"sweep {done}/{len(names)} done",
