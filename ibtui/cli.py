@@ -108,14 +108,14 @@ def export_cmd(
     The information plane: one path per layer, points coloured by epoch on a log scale with a
     colour bar, H(X) and H(Y) marked, the other KDE bound dashed, ensembles' ±1 sd bars.
     """
-    from ibtui.export import export
+    from ibtui.export import export, run_export_dir
     from ibtui.rundir.reader import load_run
 
     try:
         runs = [load_run(path) for path in run_dirs]
         target = Path(out_file) if out_file else None
         fmt = (fmt or (target.suffix.lstrip(".") if target is not None and target.suffix else "png")).lower()
-        directory = target.parent if target is not None else runs[0].path / "export"
+        directory = target.parent if target is not None else run_export_dir(runs[0])
         result = export(runs, directory, kind=kind, plane=plane, formats=[fmt], by=by,
                         stem=target.stem if target is not None else None)
     except UserError as exc:

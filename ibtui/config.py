@@ -241,13 +241,26 @@ def available_presets() -> dict[str, Path]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    import stat
+
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block us
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise UserError(f"{path} is not a regular file")
+            if info.st_size > 4 << 20:
+                raise UserError(f"{path} is larger than 4 MB; not a preset")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                return tomllib.load(fh)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path} nests too deeply to be a preset") from None
 
 
 def preset_description(path: Path) -> str:
@@ -282,10 +295,14 @@ def load_preset(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
 
 def parse_value(text: str) -> Any:
     """A TOML literal (``500``, ``1e-3``, ``true``, ``[10, 7]``, ``"x"``) or else a bare string."""
+    if len(text) > 100_000:
+        raise UserError(f"value of {len(text)} characters is too long for an override")
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise UserError(f"value {text[:40]!r}... nests too deeply") from None
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -451,7 +468,8 @@ def validate(cfg: Config) -> None:
         _check(m.activation in BOUNDED_RANGES,
                f"model.quantize_range is needed to quantize {m.activation} activations (unbounded); "
                f"e.g. --set model.quantize_range=[0,4]")
-    _check(math.isfinite(m.noise_std) and m.noise_std >= 0, f"model.noise_std must be a number >= 0; got {m.noise_std}")
+    _check(math.isfinite(m.noise_std) and 0 <= m.noise_std <= 100,
+           f"model.noise_std must be a number from 0 to 100; got {m.noise_std}")
     for kind, est in cfg.estimators.items():
         if est.needs_centres:
             _check(m.noise_std > 0, f"estimators.{kind} measures noisy networks: set model.noise_std > 0")

@@ -17,3 +17,8 @@ class UserError(Exception):
 
     def __init__(self, message: object) -> None:
         super().__init__(one_line(message))
+
+
+class ParameterError(UserError, ValueError):
+    """A bad parameter of a library function (an estimator's, say): a ``ValueError`` for Python
+    callers, and one ``error:`` line with exit code 2 at the front doors (it is a UserError)."""

@@ -48,6 +48,16 @@ def plane_csv(run: Run, plane: str) -> bytes:
     return buffer.getvalue().encode()
 
 
+def run_export_dir(run: Run) -> Path:
+    """``<run>/export``, the default place of a run's exports: refused (UserError) when it is a
+    symlink or anything but a directory, so a run directory from someone else cannot send our
+    files elsewhere."""
+    path = run.path / "export"
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UserError(f"{path} is not a plain directory; refusing to write there (give --out)")
+    return path
+
+
 @dataclass
 class Exported:
     """What an export wrote, and what it skipped (with the reason and how to get it)."""

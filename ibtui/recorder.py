@@ -219,7 +219,7 @@ class Recorder:
         if not force and now - self._last_write < 1.0:
             return
         self._last_write = now
-        from ibtui.engine.runner import plane_arrays
+        from ibtui.engine.loop import plane_arrays
 
         self.store.write_arrays(PLANES, plane_arrays(self.records, self.planes, 1))
         self.store.write_arrays(CURVES, {k: np.asarray(v, dtype=np.float64) for k, v in self.curves.items()})

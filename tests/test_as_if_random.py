@@ -12,7 +12,8 @@ import torch
 from ibtui.config import load_preset
 from ibtui.engine.data import load_dataset
 from ibtui.engine.model import Ensemble
-from ibtui.engine.runner import branch_seed, execute
+from ibtui.engine.loop import branch_seed
+from ibtui.engine.runner import execute
 from ibtui.rundir.store import PLANES, checkpoint_path, read_events, read_npz
 from ibtui.engine.training import Trainer
 from ibtui.errors import UserError

@@ -169,18 +169,18 @@ def test_non_finite_activations_raise(est, bad):
 
 
 @pytest.mark.parametrize("est, fragment", [
-    (FixedBinning(bins=1), "bins must be >= 2"),
-    (FixedBinning(low=1.0, high=1.0), "low < high"),
-    (FixedBinning(low=-math.inf), "low < high"),
-    (FixedBinning(high=math.nan), "low < high"),
-    (Binning(bin_size=0.0), "bin_size"),
-    (Binning(bin_size=-0.1), "bin_size"),
-    (Binning(bin_size=math.inf), "bin_size"),
-    (Binning(bin_size=math.nan), "bin_size"),
+    (lambda: FixedBinning(bins=1), "bins must be >= 2"),
+    (lambda: FixedBinning(low=1.0, high=1.0), "low < high"),
+    (lambda: FixedBinning(low=-math.inf), "low < high"),
+    (lambda: FixedBinning(high=math.nan), "low < high"),
+    (lambda: Binning(bin_size=0.0), "bin_size"),
+    (lambda: Binning(bin_size=-0.1), "bin_size"),
+    (lambda: Binning(bin_size=math.inf), "bin_size"),
+    (lambda: Binning(bin_size=math.nan), "bin_size"),
 ])
 def test_validate_rejects_impossible_parameters_in_one_line(est, fragment):
     with pytest.raises(UserError, match=fragment) as info:
-        est.validate()
+        est().validate()  # construction validates
     assert "\n" not in str(info.value)
 
 

@@ -166,16 +166,16 @@ def test_non_finite_activations_raise(bad):
 
 
 @pytest.mark.parametrize("est, fragment", [
-    (KDE(noise_variance=0.0), "noise_variance"),
-    (KDE(noise_variance=-1e-3), "noise_variance"),
-    (KDE(noise_variance=math.inf), "noise_variance"),
-    (KDE(noise_variance=math.nan), "noise_variance"),
-    (KDE(chunk_size=0), "chunk_size"),
-    (KDE(precision="float16"), "precision"),
+    (lambda: KDE(noise_variance=0.0), "noise_variance"),
+    (lambda: KDE(noise_variance=-1e-3), "noise_variance"),
+    (lambda: KDE(noise_variance=math.inf), "noise_variance"),
+    (lambda: KDE(noise_variance=math.nan), "noise_variance"),
+    (lambda: KDE(chunk_size=0), "chunk_size"),
+    (lambda: KDE(precision="float16"), "precision"),
 ])
 def test_validate_rejects_impossible_parameters_in_one_line(est, fragment):
     with pytest.raises(UserError, match=fragment) as info:
-        est.validate()
+        est().validate()  # construction validates
     assert "\n" not in str(info.value)
 
 

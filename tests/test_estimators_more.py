@@ -266,19 +266,19 @@ def test_non_finite_activations_raise(est, bad):
 
 
 @pytest.mark.parametrize("est, fragment", [
-    (AdaptiveBinning(bins=1), "bins must be >= 2"),
-    (Gaussian(noise_variance=0.0), "noise_variance"),
-    (Gaussian(noise_variance=-1.0), "noise_variance"),
-    (Gaussian(noise_variance=math.nan), "noise_variance"),
-    (Gaussian(noise_variance=math.inf), "noise_variance"),
-    (KSG(k=0), "k must be >= 1"),
-    (KSG(noise=-1e-10), "noise"),
-    (KSG(noise=math.nan), "noise"),
-    (KSG(chunk_size=0), "chunk_size"),
+    (lambda: AdaptiveBinning(bins=1), "bins must be >= 2"),
+    (lambda: Gaussian(noise_variance=0.0), "noise_variance"),
+    (lambda: Gaussian(noise_variance=-1.0), "noise_variance"),
+    (lambda: Gaussian(noise_variance=math.nan), "noise_variance"),
+    (lambda: Gaussian(noise_variance=math.inf), "noise_variance"),
+    (lambda: KSG(k=0), "k must be >= 1"),
+    (lambda: KSG(noise=-1e-10), "noise"),
+    (lambda: KSG(noise=math.nan), "noise"),
+    (lambda: KSG(chunk_size=0), "chunk_size"),
 ])
 def test_validate_rejects_impossible_parameters_in_one_line(est, fragment):
     with pytest.raises(UserError, match=fragment) as info:
-        est.validate()
+        est().validate()  # construction validates
     assert "\n" not in str(info.value)
 
 

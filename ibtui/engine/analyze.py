@@ -48,7 +48,7 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, 
     value, or a run without checkpoints.
     """
     from ibtui.engine.measure import measure_planes, member_workers, torch_threads
-    from ibtui.engine.runner import prepare  # runner imports the estimators; keep this module light
+    from ibtui.engine.prepare import prepare
 
     run = load_run(run_dir)  # a foreign or malformed directory fails here, with a one-line error
     path = run.path

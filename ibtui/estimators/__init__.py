@@ -36,6 +36,29 @@ ESTIMATORS: dict[str, type[Estimator]] = {
                 NoisyMixture, InfoNCE)
 }
 
+
+
+def _register_plugins() -> None:
+    """Estimators of other packages, declared in the entry-point group ``ibtui.estimators``
+    (``[project.entry-points."ibtui.estimators"] name = "package.module:Class"``): each an
+    ``Estimator`` subclass with its own ``kind``; a broken one is skipped with a warning."""
+    import warnings
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group="ibtui.estimators"):
+        try:
+            cls = point.load()
+        except Exception as exc:  # a third party's import error must not break ibtui
+            warnings.warn(f"estimator plugin {point.name!r} could not be loaded: {exc}", stacklevel=2)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Estimator) and cls.kind):
+            warnings.warn(f"estimator plugin {point.name!r} is not an Estimator subclass with a kind", stacklevel=2)
+        elif cls.kind not in ESTIMATORS:
+            ESTIMATORS[cls.kind] = cls
+
+
+_register_plugins()
+
 __all__ = ["ESTIMATORS", "AdaptiveBinning", "Binning", "Discrete", "Estimator", "FixedBinning", "Gaussian",
            "GeometricAdaptive", "InfoNCE", "KDE", "KSG", "LocalGaussian", "MISet", "NoisyMixture", "Plane", "PooledPlane",
            "conditional_cap_bits", "sources_digest",

@@ -44,9 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
-import torch
+from ibtui.estimators._torch import torch
 
-from ibtui.errors import UserError
+from ibtui.errors import ParameterError
 import numpy as np
 
 from ibtui.estimators.base import require_finite
@@ -79,7 +79,7 @@ class AdaptiveBinning(PlugIn):
 
     def validate(self) -> None:
         if self.bins < 2:
-            raise UserError(f"estimators.binning_adaptive.bins must be >= 2; got {self.bins}")
+            raise ParameterError(f"estimators.binning_adaptive.bins must be >= 2; got {self.bins}")
 
     def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
         require_finite(layers, "adaptive binning")

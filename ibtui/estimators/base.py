@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
-import torch
+from ibtui.estimators._torch import torch
 
 LN2 = math.log(2.0)
 
@@ -152,8 +152,12 @@ class Estimator:
     def planes(self) -> tuple[str, ...]:
         return (self.kind,)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise ``ibtui.errors.UserError`` (one line) for impossible parameters."""
+        """Raise ``ibtui.errors.ParameterError`` (a ValueError; one line at the front doors) for
+        impossible parameters. Called on construction."""
 
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         raise NotImplementedError

@@ -15,13 +15,15 @@ from itertools import pairwise
 from typing import ClassVar, Sequence
 
 import numpy as np
-import torch
+from ibtui.estimators._torch import no_grad, torch
 
-from ibtui.errors import UserError
+from ibtui.errors import ParameterError
 from ibtui.estimators.base import Estimator, MISet, Plane, PooledPlane, conditional_cap_bits, require_finite
 
 _INT64_LIMIT = 2**63
 _FLOAT_EXACT = 2**53  # integers up to this are exact in float64
+MIN_BIN_SIZE = 1e-30
+"""Smallest bin size: float32 activations are divided by it in float32 (tiny normal 1.2e-38)."""
 
 
 def _bincount_limit(n: int) -> int:
@@ -70,6 +72,9 @@ def _row_keys(codes: np.ndarray) -> tuple[np.ndarray, int]:
     n, d = codes.shape
     if n == 0 or d == 0:
         return np.zeros(n, dtype=np.int64), 1
+    if codes.dtype.kind == "f" and float(np.abs(codes).max()) >= _FLOAT_EXACT:
+        # codes too large for int64 (tiny bins): each column's distinct values, renumbered in order
+        codes = np.stack([np.unique(codes[:, k], return_inverse=True)[1].reshape(-1) for k in range(d)], axis=1)
     low, high = int(codes.min()), int(codes.max())
     radix = high - low + 1
     weights = [radix**k for k in range(d - 1, -1, -1)]  # Python ints
@@ -233,11 +238,11 @@ class PlugIn(Estimator):
         """Integer codes (N, d_l) per layer, as numpy int64 or integer-valued floats."""
         raise NotImplementedError
 
-    @torch.no_grad()
+    @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         return {self.kind: _plane_of_codes(self.discretise(layers), mi_set)}
 
-    @torch.no_grad()
+    @no_grad
     def estimate_pooled(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, PooledPlane]:
         h_t, h_t_x, h_t_y = _entropies_of_codes(self.discretise(layers), mi_set)
         return {self.kind: PooledPlane(h_t - h_t_x, h_t - h_t_y, h_t_x, conditional_cap_bits(mi_set))}
@@ -268,9 +273,9 @@ class FixedBinning(PlugIn):
 
     def validate(self) -> None:
         if self.bins < 2:
-            raise UserError(f"estimators.binning_fixed.bins must be >= 2 (it counts edges); got {self.bins}")
+            raise ParameterError(f"estimators.binning_fixed.bins must be >= 2 (it counts edges); got {self.bins}")
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
-            raise UserError(f"estimators.binning_fixed needs finite low < high; got low={self.low}, high={self.high}")
+            raise ParameterError(f"estimators.binning_fixed needs finite low < high; got low={self.low}, high={self.high}")
 
     def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
         edges = np.linspace(self.low, self.high, self.bins)
@@ -297,12 +302,19 @@ class Binning(PlugIn):
 
     def validate(self) -> None:
         if not (math.isfinite(self.bin_size) and self.bin_size > 0):
-            raise UserError(f"estimators.binning.bin_size must be a finite number > 0; got {self.bin_size}")
+            raise ParameterError(f"estimators.binning.bin_size must be a finite number > 0; got {self.bin_size}")
+        if not MIN_BIN_SIZE <= self.bin_size <= 1e30:
+            raise ParameterError(f"estimators.binning.bin_size must be from {MIN_BIN_SIZE:g} to 1e30 (float32 "
+                                 f"activations divide by it); got {self.bin_size}")
 
     def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
         arrays = _numpy_layers(layers, "binning")
-        if arrays is None:
-            return _cpu_codes([torch.floor(h / self.bin_size).long() for h in layers])
-        # The same codes on the CPU, kept as integer-valued floats: bin_size rounded to the
-        # activations' dtype and divided in it, as torch does.
-        return [np.floor(a / a.dtype.type(self.bin_size)) for a in arrays]
+        with np.errstate(over="ignore"):
+            if arrays is None:  # another device: divided there, counted on the CPU (integer-valued floats)
+                codes = [torch.floor(h / self.bin_size).double().cpu().numpy() for h in layers]
+            else:  # bin_size rounded to the activations' dtype and divided in it, as torch does
+                codes = [np.floor(a / a.dtype.type(self.bin_size)) for a in arrays]
+        if not all(np.isfinite(c).all() for c in codes):
+            raise ParameterError(f"activations / bin_size {self.bin_size:g} overflow: "
+                                 "use a larger estimators.binning.bin_size")
+        return codes

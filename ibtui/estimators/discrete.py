@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
-import torch
+from ibtui.estimators._torch import torch
 
 import numpy as np
 

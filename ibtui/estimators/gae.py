@@ -46,7 +46,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
-import torch
+from ibtui.estimators._torch import no_grad, torch
 
 from ibtui.estimators.base import Estimator, MISet, Plane
 from ibtui.estimators.lga import extrapolation_threshold, local_gaussian_log_density, noisy_planes, validate_common
@@ -141,7 +141,7 @@ class GeometricAdaptive(Estimator):
     def validate(self) -> None:
         validate_common(self.kind, self.k, self.noise_variance, self.max_samples, self.seed, self.chunk_size)
 
-    @torch.no_grad()
+    @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         def entropy(z: torch.Tensor) -> float:
             return gae_entropy_nats(z, self.k, self.chunk_size)

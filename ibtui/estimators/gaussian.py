@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
-import torch
+from ibtui.estimators._torch import no_grad, torch
 
-from ibtui.errors import UserError
+from ibtui.errors import ParameterError
 from ibtui.estimators.base import Estimator, LN2, MISet, Plane, require_finite
 
 
@@ -91,10 +91,10 @@ class Gaussian(Estimator):
 
     def validate(self) -> None:
         if not (math.isfinite(self.noise_variance) and self.noise_variance > 0):
-            raise UserError("estimators.gaussian.noise_variance must be a finite number > 0; "
+            raise ParameterError("estimators.gaussian.noise_variance must be a finite number > 0; "
                             f"got {self.noise_variance}")
 
-    @torch.no_grad()
+    @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         require_finite(layers, "the Gaussian estimator")
         mi = np.array([gaussian_mi_bits(h, mi_set.y, mi_set.n_classes, self.noise_variance) for h in layers],

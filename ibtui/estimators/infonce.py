@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
-import torch
-from torch import nn
+from ibtui.estimators._torch import no_grad, torch
+from ibtui.estimators._torch import nn
 
-from ibtui.errors import UserError
+from ibtui.errors import ParameterError
 from ibtui.estimators.base import LN2, Estimator, MISet, Plane, require_finite
 
 EVAL_CHUNK = 2048
@@ -150,17 +150,17 @@ class InfoNCE(Estimator):
     def validate(self) -> None:
         if not (isinstance(self.noise_variance, (int, float)) and math.isfinite(self.noise_variance)
                 and self.noise_variance > 0):
-            raise UserError(f"estimators.infonce.noise_variance must be a finite number > 0; got {self.noise_variance}")
+            raise ParameterError(f"estimators.infonce.noise_variance must be a finite number > 0; got {self.noise_variance}")
         for name in ("hidden", "embed", "steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"estimators.infonce.{name} must be an integer >= 1; got {value!r}")
+                raise ParameterError(f"estimators.infonce.{name} must be an integer >= 1; got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise UserError(f"estimators.infonce.lr must be a finite number > 0; got {self.lr}")
+            raise ParameterError(f"estimators.infonce.lr must be a finite number > 0; got {self.lr}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UserError(f"estimators.infonce.seed must be an integer >= 0; got {self.seed!r}")
+            raise ParameterError(f"estimators.infonce.seed must be an integer >= 0; got {self.seed!r}")
 
-    @torch.no_grad()
+    @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         require_finite(layers, "InfoNCE")
         x = getattr(mi_set, "x", None)  # without input vectors I(X;T) is NaN (I(T;Y) is still computed)

@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
-import torch
+from ibtui.estimators._torch import no_grad, torch
 
-from ibtui.errors import UserError
+from ibtui.errors import ParameterError
 from ibtui.estimators.base import Estimator, LN2, MISet, Plane, require_finite
 
 
-_EXPONENT_FLOORS = {torch.float64: -245.0, torch.float32: -126.0}
+_EXPONENT_FLOORS = {"float64": -245.0, "float32": -126.0}  # by dtype name
 """Base-2 kernel exponents −D_ij / (2v ln 2) below these are raised to them before exp2: such terms
 (< 1.8e−74 in float64, < 1.2e−38, float32's smallest normal, in float32) change no row sum, which
 is >= 1, at that precision, and exp2 then never produces subnormals or underflows, which is several
 (float32: tens of) times slower. exp2 rather than exp: torch's exp2 is 2.5–4× faster on CPU."""
 
-PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+PRECISIONS = ("float64", "float32")
 
 BLOCK_BYTES = 8 << 20
 """On the CPU, the kernel blocks of one call take at most this much (fewer rows per chunk than
@@ -67,7 +67,7 @@ def _kernel_plan(variances: Sequence[float]) -> list[tuple[int, int | None]]:
 
 
 def kde_mi_bits(h: torch.Tensor, y: torch.Tensor, n_classes: int, variances: Sequence[float],
-                chunk_size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+                chunk_size: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """(I(X;T), I(T;Y)) in bits for each kernel variance: a float64 tensor (len(variances), 2).
 
     The samples are first ordered by class (the result does not depend on their order), so the
@@ -89,6 +89,7 @@ def kde_mi_bits(h: torch.Tensor, y: torch.Tensor, n_classes: int, variances: Seq
     float32 is about 1.5× faster on CPU; the product's rounding (relative 6e−8 of ‖h‖²/2v) then
     perturbs near kernels by ~1e−4, which moves the bits by ~1e−5 (ibsgd itself computes in float32).
     """
+    dtype = torch.float64 if dtype is None else dtype
     n = h.shape[0]
     order = torch.argsort(y, stable=True)
     h, y = h.to(torch.float64)[order], y[order]
@@ -100,7 +101,7 @@ def kde_mi_bits(h: torch.Tensor, y: torch.Tensor, n_classes: int, variances: Seq
     ones = torch.ones_like(half_sq)
     columns = torch.cat([h, ones, -half_sq], dim=1).to(dtype)  # (N, d + 2): row j = [h_j, 1, −‖h_j‖²/2]
     rows_t = torch.cat([h, -half_sq, ones], dim=1).T  # (d + 2, N): column i = [h_i, −‖h_i‖²/2, 1]; product −D_ij/2
-    floor = _EXPONENT_FLOORS[dtype]
+    floor = _EXPONENT_FLOORS[str(dtype).removeprefix("torch.")]
     plan = _kernel_plan(variances)
     if h.device.type == "cpu":
         itemsize = torch.finfo(dtype).bits // 8
@@ -161,17 +162,17 @@ class KDE(Estimator):
 
     def validate(self) -> None:
         if not (math.isfinite(self.noise_variance) and self.noise_variance > 0):
-            raise UserError(f"estimators.kde.noise_variance must be a finite number > 0; got {self.noise_variance}")
+            raise ParameterError(f"estimators.kde.noise_variance must be a finite number > 0; got {self.noise_variance}")
         if self.chunk_size < 1:
-            raise UserError(f"estimators.kde.chunk_size must be >= 1; got {self.chunk_size}")
+            raise ParameterError(f"estimators.kde.chunk_size must be >= 1; got {self.chunk_size}")
         if self.precision not in PRECISIONS:
-            raise UserError(f"estimators.kde.precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+            raise ParameterError(f"estimators.kde.precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
 
-    @torch.no_grad()
+    @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         require_finite(layers, "KDE")
         variances = (self.noise_variance, 4.0 * self.noise_variance)  # upper (KL), lower (Bhattacharyya)
         mi = np.stack([kde_mi_bits(h, mi_set.y, mi_set.n_classes, variances, self.chunk_size,
-                                   PRECISIONS[self.precision]).cpu().numpy()
+                                   getattr(torch, self.precision)).cpu().numpy()
                        for h in layers])  # (L, bound, [ixt, ity])
         return {plane: (mi[:, k, 0].copy(), mi[:, k, 1].copy()) for k, plane in enumerate(self.planes)}

@@ -75,9 +75,9 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
-import torch
+from ibtui.estimators._torch import no_grad, torch
 
-from ibtui.errors import UserError
+from ibtui.errors import ParameterError
 from ibtui.estimators.base import Estimator, LN2, MISet, Plane, require_finite
 
 _INF = float("inf")
@@ -228,13 +228,13 @@ class KSG(Estimator):
 
     def validate(self) -> None:
         if self.k < 1:
-            raise UserError(f"estimators.ksg.k must be >= 1; got {self.k}")
+            raise ParameterError(f"estimators.ksg.k must be >= 1; got {self.k}")
         if not (math.isfinite(self.noise) and self.noise >= 0):
-            raise UserError(f"estimators.ksg.noise must be a finite number >= 0; got {self.noise}")
+            raise ParameterError(f"estimators.ksg.noise must be a finite number >= 0; got {self.noise}")
         if self.chunk_size < 1:
-            raise UserError(f"estimators.ksg.chunk_size must be >= 1; got {self.chunk_size}")
+            raise ParameterError(f"estimators.ksg.chunk_size must be >= 1; got {self.chunk_size}")
 
-    @torch.no_grad()
+    @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         require_finite(layers, "KSG")
         x = getattr(mi_set, "x", None)

@@ -108,17 +108,15 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Sequence
 
 import numpy as np
-import torch
-from scipy.special import digamma
-from scipy.stats import chi2
+from ibtui.estimators._torch import no_grad, torch
 
-from ibtui.errors import UserError
+from ibtui.errors import ParameterError
 from ibtui.estimators.base import LN2, Estimator, MISet, Plane
 
 MAX_DIM = 64
 """Widest layer accepted: the method fits a d×d covariance around every sample."""
 
-EntropyFn = Callable[[torch.Tensor], float]
+EntropyFn = Callable[["torch.Tensor"], float]
 
 
 def _as_samples(samples) -> torch.Tensor:
@@ -140,6 +138,8 @@ EXTRAPOLATION_TAIL = 1e-6
 
 def extrapolation_threshold(d: int) -> float:
     """z² above which a local fit counts as an extrapolation: the χ²_d upper-``EXTRAPOLATION_TAIL`` quantile."""
+    from scipy.stats import chi2
+
     return float(chi2.isf(EXTRAPOLATION_TAIL, d))
 
 
@@ -167,6 +167,8 @@ def local_gaussian_fit(samples, k: int, chunk_size: int = 512) -> tuple[torch.Te
     knn = torch.empty(n, dtype=torch.float64, device=x.device)
     extrapolated = torch.empty(n, dtype=torch.bool, device=x.device)
     log_unit_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
+    from scipy.special import digamma
+
     knn_constant = float(digamma(k) - digamma(n)) - log_unit_ball
     threshold = extrapolation_threshold(d)
     for start in range(0, n, chunk_size):
@@ -261,17 +263,17 @@ def subsample(n: int, max_samples: int, seed: int) -> torch.Tensor | None:
 
 def validate_common(kind: str, k: int, noise_variance: float, max_samples: int, seed: int, chunk_size: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise UserError(f"estimators.{kind}.k must be an integer >= 1; got {k!r}")
+        raise ParameterError(f"estimators.{kind}.k must be an integer >= 1; got {k!r}")
     if not (isinstance(noise_variance, (int, float)) and math.isfinite(noise_variance) and noise_variance > 0):
-        raise UserError(f"estimators.{kind}.noise_variance must be a finite number > 0; got {noise_variance}")
+        raise ParameterError(f"estimators.{kind}.noise_variance must be a finite number > 0; got {noise_variance}")
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 0:
-        raise UserError(f"estimators.{kind}.max_samples must be an integer >= 0 (0 = all); got {max_samples!r}")
+        raise ParameterError(f"estimators.{kind}.max_samples must be an integer >= 0 (0 = all); got {max_samples!r}")
     if 0 < max_samples <= k:
-        raise UserError(f"estimators.{kind}.max_samples must exceed k={k} (or be 0 = all); got {max_samples}")
+        raise ParameterError(f"estimators.{kind}.max_samples must exceed k={k} (or be 0 = all); got {max_samples}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"estimators.{kind}.seed must be an integer >= 0; got {seed!r}")
+        raise ParameterError(f"estimators.{kind}.seed must be an integer >= 0; got {seed!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise UserError(f"estimators.{kind}.chunk_size must be an integer >= 1; got {chunk_size!r}")
+        raise ParameterError(f"estimators.{kind}.chunk_size must be an integer >= 1; got {chunk_size!r}")
 
 
 def noisy_planes(layers: Sequence[torch.Tensor], mi_set: MISet, entropy_nats: EntropyFn, *, name: str,
@@ -313,7 +315,7 @@ class LocalGaussian(Estimator):
     def validate(self) -> None:
         validate_common(self.kind, self.k, self.noise_variance, self.max_samples, self.seed, self.chunk_size)
 
-    @torch.no_grad()
+    @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         def entropy(z: torch.Tensor) -> float:
             return lga_entropy_nats(z, self.k, self.chunk_size)

@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
-import torch
+from ibtui.estimators._torch import no_grad, torch
 
-from ibtui.errors import UserError
+from ibtui.errors import ParameterError
 from ibtui.estimators.base import LN2, Estimator, MISet, Plane, require_finite
 
 
@@ -127,15 +127,15 @@ class NoisyMixture(Estimator):
 
     def validate(self) -> None:
         if not (math.isfinite(self.noise_std) and self.noise_std > 0):
-            raise UserError(f"estimators.noisy_mc.noise_std must be a finite number > 0; got {self.noise_std}")
+            raise ParameterError(f"estimators.noisy_mc.noise_std must be a finite number > 0; got {self.noise_std}")
         for name in ("draws", "mc", "chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"estimators.noisy_mc.{name} must be an integer >= 1; got {value!r}")
+                raise ParameterError(f"estimators.noisy_mc.{name} must be an integer >= 1; got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UserError(f"estimators.noisy_mc.seed must be an integer >= 0; got {self.seed!r}")
+            raise ParameterError(f"estimators.noisy_mc.seed must be an integer >= 0; got {self.seed!r}")
 
-    @torch.no_grad()
+    @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         require_finite(layers, "noisy_mc")
         generator = torch.Generator().manual_seed(self.seed)

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import platform
-import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import numpy as np
 
 from ibtui.errors import UserError
 from ibtui.rundir.records import MAX_BITS, MAX_LAYERS, MAX_MEMBERS, MeasureRecord
-from ibtui.rundir.store import CHECKPOINTS, CONFIG, CURVES, EVENTS, LOCK, META, lock_is_held, run_file
+from ibtui.rundir.store import CHECKPOINTS, CONFIG, CURVES, EVENTS, LOCK, META, lock_is_held, read_file, run_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,29 +52,7 @@ def read_regular(run_dir: Path, name: str | Path, limit: int | None = MAX_TEXT_B
     """The bytes of ``run_dir/name`` from ``offset``: only a regular file inside the directory (a
     FIFO, a device or a symlink out is refused, never opened for long), at most ``limit`` bytes.
     FileNotFoundError when absent; UserError for anything else wrong."""
-    path = run_file(run_dir, name)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise UserError(f"{path} cannot be read: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{path} is not a regular file; refusing to read it")
-        if limit is not None and info.st_size - offset > limit:
-            raise UserError(f"{path} is larger than {limit >> 20} MB; refusing to read it")
-        os.lseek(fd, offset, os.SEEK_SET)
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    return read_file(run_file(run_dir, name), limit, offset)
 
 
 def read_json(run_dir: Path, name: str | Path) -> Any:
@@ -488,7 +465,7 @@ class Run:
         ``epoch``'s checkpoint. Imports torch."""
         import torch
 
-        from ibtui.engine.runner import prepare
+        from ibtui.engine.prepare import prepare
 
         prep = prepare(self.settings())
         arrays = self.checkpoint(epoch)

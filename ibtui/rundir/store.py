@@ -120,6 +120,31 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable .npz ({type(exc).__name__}: {exc})") from None
 
 
+def read_file(path: Path, limit: int | None = None, offset: int = 0) -> bytes:
+    """The bytes of ``path`` from ``offset``: only a regular file (a FIFO or a device is refused, never
+    waited on; a symlink as the last component is not followed), at most ``limit`` bytes.
+    FileNotFoundError when absent; UserError for anything else wrong."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path} is not a regular file; refusing to read it")
+        if limit is not None and info.st_size - offset > limit:
+            raise UserError(f"{path} is larger than {limit >> 20} MB; refusing to read it")
+        os.lseek(fd, offset, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def open_append(path: Path) -> Any:
     """``path`` opened for appending (binary), created if missing; refuses a symlink or anything that
     is not a regular file (OSError), so a crafted run directory cannot make us write elsewhere."""
@@ -136,20 +161,20 @@ def open_append(path: Path) -> Any:
 
 
 def iter_events(path: Path) -> Iterator[dict[str, Any]]:
-    """The complete JSON lines of an events file; a torn or corrupt line is skipped."""
+    """The complete JSON lines of an events file; a torn or corrupt line is skipped (regular files only)."""
     try:
-        with open(path, "rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break  # torn last line of a killed writer
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    yield event
+        data = read_file(path)
     except FileNotFoundError:
         return
+    for raw in data.splitlines(keepends=True):
+        if not raw.endswith(b"\n"):
+            break  # torn last line of a killed writer
+        try:
+            event = json.loads(raw)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(event, dict):
+            yield event
 
 
 def run_file(run_dir: Path, name: str | Path) -> Path:
@@ -171,11 +196,11 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
 def read_meta(run_dir: Path) -> dict[str, Any]:
     path = run_file(run_dir, META)
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(read_file(path, limit=4 << 20))
     except FileNotFoundError:
         raise UserError(f"{run_dir} is not an ibtui run directory (no {META})") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is unreadable: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"{path} is unreadable: {str(exc)[:200]}") from None
     if not isinstance(meta, dict):
         raise UserError(f"{path} is not a JSON object")
     return meta
@@ -201,7 +226,7 @@ def keep_lines_through(path: Path, epoch: int) -> int:
     most ``epoch`` (and those without one); a torn tail goes too. Untouched when nothing would go.
     Returns the number of lines dropped."""
     try:
-        data = path.read_bytes()
+        data = read_file(path)
     except FileNotFoundError:
         return 0
     lines = data.splitlines(keepends=True)
@@ -216,7 +241,7 @@ def read_curves_log(run_dir: Path) -> dict[str, list[float]] | None:
     """The per-epoch rows of ``curves.jsonl`` as columns, one row per epoch (the last line written for
     an epoch wins), sorted by epoch; None when the run has no such file (runs of older versions)."""
     path = run_file(run_dir, CURVES_LOG)
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     rows: dict[int, dict[str, Any]] = {}
     for row in iter_events(path):

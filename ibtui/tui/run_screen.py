@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -310,17 +309,17 @@ class RunScreen(Screen):
     def action_export(self) -> None:
         """Export what is on screen (the plane, or the family's planes) through ``ibtui.export``:
         CSV and the publication figure (PNG, PDF; matplotlib) into ``<run>/export/``."""
-        from ibtui.export import export
+        from ibtui.export import export, run_export_dir
         from ibtui.rundir.reader import load_run
 
         if not self.view.run_dir:
             self.notify("nothing to export yet", severity="warning")
             return
         shown = [self.plane] if self.family is None else self.view.family_planes(self.family)
-        out_dir = Path(self.view.run_dir) / "export"
         paths, skipped = [], []
         try:
             run = load_run(self.view.run_dir)
+            out_dir = run_export_dir(run)
             for plane in shown:
                 result = export([run], out_dir, plane=plane, formats=("csv", "png", "pdf"))
                 paths += result.paths
