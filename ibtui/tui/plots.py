@@ -9,10 +9,16 @@ from __future__ import annotations
 import math
 
 import plotext as plt
+from rich.text import Text
 
 from ibtui.tui.state import RunView
 
 EPOCH_BINS = 8
+EPOCH_DECADES = (0, 1, 10, 100, 1000, 10_000, 100_000)
+"""The plane's epoch colour scale: absolute and logarithmic, the same for every run and fixed while a
+live run grows. A point's colour is that of the decade its epoch falls in (0, 1–9, 10–99, …)."""
+PATH_COLOUR = (96, 96, 96)
+NOW_COLOUR = (150, 150, 150)
 BAND_PARTNER = {"kde_upper": "kde_lower", "kde_lower": "kde_upper"}  # drawn together as a band
 LAYER_MARKERS = ["●", "◆", "■", "▲", "▼", "★", "✚", "✖", "○", "◇"]
 
@@ -47,6 +53,21 @@ def ramp_at(fraction: float) -> tuple[int, int, int]:
     return tuple(round(a[k] + (b[k] - a[k]) * t) for k in range(3))  # type: ignore[return-value]
 
 
+def decade(epoch: int) -> int:
+    """Index in ``EPOCH_DECADES`` of the decade holding ``epoch``."""
+    return max(0, sum(1 for start in EPOCH_DECADES if epoch >= start) - 1)
+
+
+def decade_colour(epoch: int) -> tuple[int, int, int]:
+    """The absolute epoch colour (``EPOCH_DECADES``): epoch 0 dark, each decade brighter."""
+    return ramp_at(decade(epoch) / (len(EPOCH_DECADES) - 1))
+
+
+def decade_label(index: int) -> str:
+    start = EPOCH_DECADES[index]
+    return "0" if start == 0 else (f"{start // 1000}k" if start >= 1000 else str(start))
+
+
 def binned_epoch_colour(epoch: int, first: int, last: int) -> tuple[int, int, int]:
     """The epoch colour (log1p scale, viridis-like), quantized to EPOCH_BINS steps."""
     fraction = epoch_position(epoch, first, last)
@@ -79,25 +100,35 @@ def _number(value: object) -> float:
     return math.nan
 
 
-def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int | None = None) -> str:
-    """Information plane of one estimator: x = I(X;T), y = I(T;Y) in bits, one trajectory per layer.
+def shown_epoch(view: RunView, plane: str, cursor: int | None) -> int | None:
+    """The measured epoch a plane shows: the cursor's (the last measured at or before it), else the latest."""
+    points = view.planes.get(plane)
+    if not points:
+        return None
+    epochs = sorted(points)
+    return epochs[-1] if cursor is None else max((e for e in epochs if e <= cursor), default=epochs[0])
 
-    Points are coloured by epoch; the layers at the latest epoch (or at ``cursor``) are joined.
-    H(X) and H(Y) are marked when known. For a KDE bound, the other bound is drawn dimmed and
-    each layer's two bounds at the shown epoch are joined: the lower–upper band. For an
-    ensemble the trajectories are the members' means, with a dimmed ±1 standard deviation band
-    of I(X;T) along them and every member's own point at the shown epoch. With gradient
-    statistics, ◇ marks each layer at the first measured epoch from its drift→diffusion
-    transition on (once the shown epoch has reached it).
+
+def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int | None = None) -> str:
+    """Information plane of one estimator: x = I(X;T), y = I(T;Y) in bits; every layer a path.
+
+    Each layer is drawn as a dim line through its measured epochs in order, its own marker at
+    every point, coloured by the epoch's decade on the absolute log scale ``EPOCH_DECADES`` (the
+    same for every run, fixed while a live run grows). The layers at the shown epoch (the latest,
+    or the cursor's) are joined by a dotted grey line and drawn white. H(X) and H(Y) are marked.
+    For a KDE bound the other bound's points are grey; for an ensemble the paths are the members'
+    means, with grey ±1 sd ticks of I(X;T) and every member's point at the shown epoch; with
+    gradient statistics ◇ marks each layer's drift→diffusion point. There is no legend inside the
+    plot: ``plane_key`` says what every mark is, with the numbers at the shown epoch.
     """
     points = view.planes.get(plane)
     if not points:
         return empty_figure(width, height, f"{plane or 'plane'}: waiting for the first measurement…")
     epochs = sorted(points)
-    first, last = epochs[0], epochs[-1]
-    shown = last if cursor is None else max((e for e in epochs if e <= cursor), default=first)
-    ensemble = f" · mean of {view.n_members} seeds ±1 sd" if view.n_members > 1 else ""
-    _start(width, height, f"{plane} · epoch {shown}{ensemble} · x I(X;T), y I(T;Y) in bits")
+    shown = shown_epoch(view, plane, cursor)
+    _start(width, height, f"{plane} · epoch {shown}")
+    plt.xlabel("I(X;T), bits")
+    plt.ylabel("I(T;Y), bits")
     members = view.members.get(plane, {})
     member_x = [v for e in members for row in members[e][0] for v in row]
     member_y = [v for e in members for row in members[e][1] for v in row]
@@ -105,23 +136,22 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     y_max = max([view.h_y or 0.0, *member_y] + [max(points[e][1]) for e in epochs]) * 1.08 or 1.0
     plt.xlim(0, x_max)
     plt.ylim(0, y_max)
+    plt.xticks(*round_ticks(x_max))
+    plt.yticks(*round_ticks(y_max))
     if view.h_x:
         plt.vline(view.h_x, "gray")
-        plt.text("H(X)", view.h_x, y_max * 0.04, color="gray", alignment="right")
     if view.h_y:
         plt.hline(view.h_y, "gray")
-        plt.text(f"H(Y)={view.h_y:.2f}", x_max * 0.55, view.h_y, color="gray", alignment="center")
-    colours = [binned_epoch_colour(e, first, last) for e in epochs]
-    n_layers = len(points[first][0])
+    n_layers = len(points[epochs[0]][0])
     partner = view.planes.get(BAND_PARTNER.get(plane, ""), {})
-    if partner:  # the KDE lower–upper band: the other bound dimmed, the two joined at the shown epoch
+    if partner:  # the other KDE bound, grey; joined to this one at the shown epoch
         for layer in range(n_layers):
             plt.scatter([partner[e][0][layer] for e in sorted(partner)], [partner[e][1][layer] for e in sorted(partner)],
                         color="gray", marker="dot")
             if shown in partner:
                 plt.plot([points[shown][0][layer], partner[shown][0][layer]],
                          [points[shown][1][layer], partner[shown][1][layer]], color="gray", marker="braille")
-    if members:  # an ensemble: the members' spread (±1 sd of I(X;T)) along each layer's mean trajectory
+    if members:  # an ensemble: the members' spread (±1 sd of I(X;T)) along each layer's mean path
         for layer in range(n_layers):
             xs, ys = [], []
             for e in epochs:
@@ -129,17 +159,20 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
                 if spread is None:
                     continue
                 x, y, sd = points[e][0][layer], points[e][1][layer], spread[0][layer]
-                xs += [x - sd, x - sd / 2, x + sd / 2, x + sd]
-                ys += [y] * 4
+                xs += [x - sd, x + sd]
+                ys += [y, y]
             if xs:
-                plt.scatter(xs, ys, color="gray", marker="braille")
+                plt.scatter(xs, ys, color="gray", marker="dot")
         if shown in members:  # every member's own point at the shown epoch
             plt.scatter([v for row in members[shown][0] for v in row], [v for row in members[shown][1] for v in row],
                         color="gray", marker="•")
+    colours = [decade_colour(e) for e in epochs]
     for layer in range(n_layers):
         xs = [points[e][0][layer] for e in epochs]
         ys = [points[e][1][layer] for e in epochs]
-        plt.scatter(xs, ys, color=colours, marker="dot")
+        if len(xs) > 1:
+            plt.plot(xs, ys, color=PATH_COLOUR, marker="braille")  # the layer's path, in epoch order
+        plt.scatter(xs, ys, color=colours, marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
     transitions = view.transitions()
     if len(transitions) == n_layers:  # drift→diffusion: each layer's point at its transition epoch
         marks = [(layer, min((e for e in epochs if e >= epoch), default=None))
@@ -147,14 +180,82 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
         marks = [(layer, e) for layer, e in marks if e is not None and e <= shown]
         if marks:
             plt.scatter([points[e][0][layer] for layer, e in marks], [points[e][1][layer] for layer, e in marks],
-                        color="yellow", marker="◇", label="drift→diffusion")
+                        color="yellow", marker="◇")
     joined = points[shown]
-    plt.plot(joined[0], joined[1], color="white", marker="braille")
-    names = view.layers if len(view.layers) == n_layers else [f"L{i + 1}" for i in range(n_layers)]
+    plt.plot(joined[0], joined[1], color=NOW_COLOUR, marker="·")  # the layers at the shown epoch, dotted
     for layer in range(n_layers):
         plt.scatter([joined[0][layer]], [joined[1][layer]], color="white",
-                    marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)], label=names[layer])
+                    marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
     return plt.build()
+
+
+def round_ticks(high: float, target: int = 5) -> tuple[list[float], list[str]]:
+    """Round tick values (1, 2 or 5 × 10^k steps) from 0 to ``high``, and their labels."""
+    if not math.isfinite(high) or high <= 0:
+        return [0.0], ["0"]
+    raw = high / target
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    ticks = [i * step for i in range(int(high / step) + 1)]
+    digits = max(0, -math.floor(math.log10(step)))
+    return ticks, [f"{t:.{digits}f}" for t in ticks]
+
+
+def _cell(value: float, cap: float | None) -> str:
+    text = f"{value:5.2f}"
+    return text + ("▲" if cap is not None and value >= cap - 1e-6 else " ")
+
+
+def plane_key(view: RunView, plane: str, cursor: int | None = None) -> Text:
+    """What the plane shows, outside the plot: per layer its marker, name and the numbers at the
+    shown epoch (bits; KDE: the other bound beside; ensembles: mean ± sd; ▲ at a cap), the epoch
+    colour scale, and every overlay named."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    points = view.planes.get(plane)
+    shown = shown_epoch(view, plane, cursor)
+    if not points or shown is None:
+        text.append("no measured epoch yet", style="dim")
+        return text
+    ixt, ity = points[shown]
+    partner_name = BAND_PARTNER.get(plane, "")
+    partner = view.planes.get(partner_name, {}).get(shown)
+    spread = view.spread(plane, shown)
+    names = view.layers if len(view.layers) == len(ixt) else [f"L{i + 1}" for i in range(len(ixt))]
+    text.append(f"epoch {shown} · bits", style="bold")
+    text.append(("   I(X;T)±sd  I(T;Y)" if spread is not None else "   I(X;T)  I(T;Y)")
+                + (f"  {partner_name}" if partner is not None else "") + "\n", style="dim")
+    for layer, name in enumerate(names):
+        text.append(f"{LAYER_MARKERS[layer % len(LAYER_MARKERS)]} ", style="bold")
+        text.append(f"{name[:9]:9s} {_cell(ixt[layer], view.h_x)}")
+        if spread is not None:
+            text.append(f"±{spread[0][layer]:<4.2f}", style="dim")
+        text.append(f" {_cell(ity[layer], view.h_y)}")
+        if partner is not None:
+            text.append(f" {partner[0][layer]:5.2f},{partner[1][layer]:.2f}", style="dim")
+        text.append("\n")
+    text.append("epoch ", style="dim")
+    for index in range(len(EPOCH_DECADES)):
+        r, g, b = ramp_at(index / (len(EPOCH_DECADES) - 1))
+        text.append("■", style=f"rgb({r},{g},{b})")
+        text.append(f"{decade_label(index)} ", style="dim")
+    text.append("(log)\n", style="dim")
+    text.append("··· ", style="grey62")
+    text.append("the layers at the shown epoch\n", style="dim")
+    if view.h_x or view.h_y:
+        text.append(f"│ H(X) = {view.h_x or 0:.2f}  ─ H(Y) = {view.h_y or 0:.2f}\n", style="dim")
+    if partner is not None:
+        text.append(f"grey: {partner_name}, the other bound (its I(X;T),I(T;Y) at right): I(X;T) lies between "
+                    "the bounds; I(T;Y) is a difference of bounds, not a bracket\n", style="dim")
+    if spread is not None:
+        count = len(view.members[plane][shown][0])
+        text.append(f"mean of {count} networks; ±: sd of I(X;T)\n", style="dim")
+    if view.transitions():
+        floor = view.gradient_noise_floor()
+        text.append("◇ drift→diffusion: gradient SNR below 1"
+                    + (f" (noise floor {floor:.2f})" if floor else "") + "\n", style="dim")
+    if any(v >= (view.h_x or math.inf) - 1e-6 for v in ixt) or any(v >= (view.h_y or math.inf) - 1e-6 for v in ity):
+        text.append("▲ at its cap (H(X) or H(Y)): saturated\n", style="dim")
+    return text
 
 
 FAMILY_COLOURS = ("cyan", "green", "yellow", "magenta", "red", "blue", "orange", "white")
@@ -196,7 +297,9 @@ def schedule_figure(view: RunView, width: int, height: int) -> str:
     epochs, skips = view.schedule_points()
     if not skips:
         return empty_figure(width, height, "schedule: no gaps yet")
-    _start(width, height, f"skip · {len(epochs)} measured")
+    _start(width, height, f"schedule · {len(epochs)} measured")
+    plt.xlabel("epoch")
+    plt.ylabel("epochs to next")
     plt.scatter(epochs[:-1], skips, color="cyan", marker="braille")
     plt.xlim(0, max(epochs[-1], 1))
     plt.ylim(0, max(skips) * 1.1 + 1)
@@ -216,7 +319,8 @@ def curves_figure(view: RunView, width: int, height: int) -> str:
         stride = max(1, len(c["epoch"]) // max(2 * width, 1))
         xs = c["epoch"][::stride]
         series = {k: c[k][::stride] for k in ("train_loss", "train_acc", "test_acc")}
-    _start(width, height, "loss · accuracy")
+    _start(width, height, "loss (nats) · accuracy")
+    plt.xlabel("epoch")
     for key, colour in (("train_loss", "red"), ("train_acc", "green"), ("test_acc", "orange")):
         pairs = [(x, y) for x, y in zip(xs, series[key]) if y is not None and math.isfinite(y)]
         if pairs:

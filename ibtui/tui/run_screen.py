@@ -21,7 +21,7 @@ from textual.worker import get_current_worker
 
 from ibtui.engine.process import Worker
 from ibtui.errors import UserError
-from ibtui.tui.plots import curves_figure, family_figure, plane_figure, schedule_figure
+from ibtui.tui.plots import curves_figure, family_figure, plane_figure, plane_key, schedule_figure
 from ibtui.tui.state import RunView
 from ibtui.tui.widgets import PlotView
 
@@ -105,6 +105,7 @@ class RunScreen(Screen):
         with Horizontal(id="body"):
             yield PlotView(self.main_figure, self.stamp, id="plane")
             with Vertical(id="side"):
+                yield Static(id="key")
                 yield PlotView(lambda w, h: schedule_figure(view, w, h), lambda: view.plane_version, id="schedule")
                 yield PlotView(lambda w, h: curves_figure(view, w, h), self.curves_stamp, id="curves")
         yield Static(id="status")
@@ -123,6 +124,7 @@ class RunScreen(Screen):
             self.set_interval(FOLLOW_S, self.poll_disk)
         self.set_interval(PLAY_S, self.play_tick)
         self.update_status()
+        self.update_key()
         self.flush_log()
 
     # ------------------------------------------------------------------ feeding
@@ -202,6 +204,17 @@ class RunScreen(Screen):
         if plots:
             for plot in self.query("PlotView"):
                 plot.refresh_if_stale()
+            self.update_key()
+
+    def update_key(self) -> None:
+        """The plane's key beside it: layers with their numbers at the shown epoch, the epoch scale,
+        the overlays (``plane_key``); rebuilt when what the plane shows changed."""
+        stamp = self.stamp()
+        if stamp == getattr(self, "_key_stamp", None):
+            return
+        self._key_stamp = stamp
+        plane = self.plane if self.family is None else (self.view.family_planes(self.family) or [self.plane])[0]
+        self.query_one("#key", Static).update(plane_key(self.view, plane, self.cursor))
 
     def tick(self) -> None:
         """The redraw timer: the status line and log twice a second; while a run is live, the plots

@@ -135,6 +135,13 @@ class RunView:
             self.grad_mean.append([number(v) for v in mean])
             self.grad_std.append([number(v) for v in std])
 
+    def gradient_noise_floor(self) -> float | None:
+        """1/sqrt(B − 1): the gradient SNR of a minibatch mean when the gradients carry no signal
+        (B, the batch size, from meta.json); None when unknown."""
+        batch = self.meta.get("batch_size")
+        ok = isinstance(batch, int) and not isinstance(batch, bool) and batch > 1
+        return 1.0 / math.sqrt(batch - 1) if ok else None
+
     def transitions(self) -> list[int | None]:
         """Per layer, the drift→diffusion epoch of the gradient statistics (``ibtui.engine.phases``);
         empty when the run records none."""
