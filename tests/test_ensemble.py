@@ -155,7 +155,7 @@ def test_plane_figure_of_an_ensemble_says_so_and_draws_the_band():
         single.apply(event)
     with_band = plane_figure(view, "binning", 100, 30)
     without = plane_figure(single, "binning", 100, 30)
-    assert "mean of 3 seeds" in with_band and "seeds" not in without
+    assert "mean of 3 networks" in with_band and "networks" not in without
     assert with_band.count("•") > without.count("•")
 
 

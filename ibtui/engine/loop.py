@@ -22,6 +22,7 @@ from ibtui.engine.prepare import Prepared
 from ibtui.engine.schedule import Schedule, plane_distance
 from ibtui.engine.training import Trainer, evaluate
 from ibtui.errors import UserError
+from ibtui.rundir.records import MeasureRecord, PlaneValues
 from ibtui.rundir.store import CURVES, PLANES, RunStore
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -123,7 +124,7 @@ class Engine:
         with torch_threads(cfg.train.threads):
             results = measure_planes(model, p.x_all, p.mi_idx, p.mi_sets, self.estimators, epoch,
                                      cfg.model.noise_draws, self.member_workers(threads))
-        planes = {name: value.to_json() for result in results for name, value in result.items()}
+        planes = {name: value for result in results for name, value in result.items()}
         if self.pool_suffix and trainer is not None:
             planes.update(self.branched_planes(trainer, epoch))
         # a noisy network's evaluation noise: the measurement's own, so measuring leaves training unchanged
@@ -136,21 +137,17 @@ class Engine:
                 float_test_acc = evaluate(model, p.x_all, p.y_all, p.test_idx, noise)[1]
             finally:
                 model.quantized = True
-        record: dict[str, Any] = {
-            "type": "measure", "epoch": epoch,
-            "train_loss": _mean(train_loss), "train_acc": _mean(train_acc),
-            "test_loss": _mean(test_loss), "test_acc": _mean(test_acc),
-            "planes": planes, "mi_seconds": round(time.perf_counter() - t0, 6),
-        }
-        if model.quantize_bits:
-            record["float_test_acc"] = _mean(float_test_acc)
+        members = None
         if model.size > 1:
-            record["seeds"] = {"seed": model.seeds, **{key: [_finite(float(v)) for v in values] for key, values in (
+            members = {"seed": model.seeds, **{key: [_finite(float(v)) for v in values] for key, values in (
                 ("train_loss", train_loss), ("train_acc", train_acc), ("test_loss", test_loss),
                 ("test_acc", test_acc))}}
-        return record
+        record = MeasureRecord(epoch, planes, _mean(train_loss), _mean(train_acc), _mean(test_loss), _mean(test_acc),
+                               _mean(float_test_acc) if model.quantize_bits else None, members,
+                               mi_seconds=round(time.perf_counter() - t0, 6))
+        return record.to_json()  # the typed record's JSON: what events.jsonl and the app receive
 
-    def branched_planes(self, trainer: Trainer, epoch: int) -> dict[str, dict[str, Any]]:
+    def branched_planes(self, trainer: Trainer, epoch: int) -> dict[str, PlaneValues]:
         """As if random (``[as_if_random] pool = "sgd"``): ``children`` copies of every member,
         branched from its state at ``epoch`` (weights and optimiser state: aligned units), each
         trained ``window`` more epochs with its own batch order; each input's activations in the
@@ -171,7 +168,7 @@ class Engine:
                 layers = child.model.forward_layers(p.x_all[p.mi_idx[j]], members)  # (K, N, d) each
                 check_finite(layers, child.model.layer_names, child.model.seeds[members], epoch)
                 per_member.append(pooled_planes(layers, p.mi_sets[j], a.children, poolers))
-        return {name + self.pool_suffix: stack_members([member[e][name] for member in per_member]).to_json()
+        return {name + self.pool_suffix: stack_members([member[e][name] for member in per_member])
                 for e in range(len(poolers)) for name in per_member[0][e]}
 
     def scratch(self, checkpoint: dict[str, torch.Tensor]) -> Ensemble:

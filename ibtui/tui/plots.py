@@ -126,10 +126,11 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
         return empty_figure(width, height, f"{plane or 'plane'}: waiting for the first measurement…")
     epochs = sorted(points)
     shown = shown_epoch(view, plane, cursor)
-    _start(width, height, f"{plane} · epoch {shown}")
+    members = view.members.get(plane, {})
+    count = len(members[shown][0]) if shown in members else 0
+    _start(width, height, f"{plane} · epoch {shown}" + (f" · mean of {count} networks ±1 sd" if count > 1 else ""))
     plt.xlabel("I(X;T), bits")
     plt.ylabel("I(T;Y), bits")
-    members = view.members.get(plane, {})
     member_x = [v for e in members for row in members[e][0] for v in row]
     member_y = [v for e in members for row in members[e][1] for v in row]
     x_max = max([view.h_x or 0.0, *member_x] + [max(points[e][0]) for e in epochs]) * 1.05 or 1.0

@@ -503,11 +503,19 @@ class SweepView:
         return False
 
     def peak_and_final(self, cell: SweepCell, plane: str) -> tuple[float | None, float | None]:
-        """Peak and latest I(X;T) (bits) of ``plane``'s last hidden layer in ``cell``'s run."""
+        """Peak and latest I(X;T) (bits) of ``plane``'s last hidden layer in ``cell``'s run; for an
+        ensemble the mean over members of each member's own peak and latest value (as the sweep's
+        summaries: ``ibtui.engine.summary``)."""
         view = cell.view
         if view is None or plane not in view.planes or not view.planes[plane]:
             return None, None
         layer = max(0, len(view.layers) - 2)
+        members = view.members.get(plane)
+        epochs = sorted(view.planes[plane])
+        if members and all(e in members for e in epochs):
+            values = np.asarray([[row[layer] for row in members[e][0]] for e in epochs], dtype=np.float64)  # (E, S)
+            if np.isfinite(values).all():
+                return float(values.max(axis=0).mean()), float(values[-1].mean())
         _, ixt, _ = view.trajectory(plane, layer)
         values = [v for v in ixt if isinstance(v, float) and math.isfinite(v)]
         return (max(values), values[-1]) if values else (None, None)

@@ -92,7 +92,7 @@ class SweepScreen(Screen):
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.view.counts().items()))
         self.query_one("#status", Static).update(
             f"{len(self.view.cells)} cells: {counts} · estimator [b]{self.plane or '–'}[/b] "
-            f"(I(X;T) of the last hidden layer, bits) · {self.view.root}")
+            f"(I(X;T) of the last hidden layer, bits; ensembles: mean of each network's own) · {self.view.root}")
 
     def poll(self) -> None:
         if self.view.refresh():
