@@ -75,13 +75,17 @@ def test_replay_view_finds_the_same_transitions(runs_dir):
     assert view.transitions() == summary["gradient_phases"]["transition_epoch"]
 
 
-def test_plane_marks_the_transition(runs_dir):
-    from ibtui.tui.plots import plane_figure
+def test_plane_marks_the_transition_and_its_key_names_it(runs_dir):
+    from ibtui.tui.plots import plane_figure, plane_key
     from ibtui.tui.state import RunView
 
     summary = execute(tiny_config(runs_dir, train={"gradient_stats": True, "epochs": 30},
                                   schedule={"kind": "every_n", "every": 1}))
     assert any(e is not None for e in summary["gradient_phases"]["transition_epoch"])
     view = RunView.from_run_dir(summary["run_dir"])
-    assert "drift→diffusion" in plane_figure(view, "binning", 100, 30)
-    assert "drift→diffusion" not in plane_figure(view, "binning", 100, 30, cursor=0)
+    assert "◇" in plane_figure(view, "binning", 100, 30)
+    assert "drift→diffusion" in plane_key(view, "binning").plain
+    first = min(e for e in summary["gradient_phases"]["transition_epoch"] if e is not None)
+    before = max(e for e in view.planes["binning"] if e < first)
+    assert "◇" not in plane_figure(view, "binning", 100, 30, cursor=before)
+    assert "drift→diffusion" not in plane_key(view, "binning", cursor=before).plain

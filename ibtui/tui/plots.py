@@ -250,7 +250,7 @@ def plane_key(view: RunView, plane: str, cursor: int | None = None) -> Text:
     if spread is not None:
         count = len(view.members[plane][shown][0])
         text.append(f"mean of {count} networks; ±: sd of I(X;T)\n", style="dim")
-    if view.transitions():
+    if any(epoch is not None and epoch <= shown for epoch in view.transitions()):
         floor = view.gradient_noise_floor()
         text.append("◇ drift→diffusion: gradient SNR below 1"
                     + (f" (noise floor {floor:.2f})" if floor else "") + "\n", style="dim")
