@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -44,18 +43,12 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@contextlib.contextmanager
-def termination_as_interrupt():
-    """SIGTERM and SIGHUP stop a run like Ctrl+C does (status `stopped`, epochs kept)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+def termination_as_interrupt() -> contextlib.AbstractContextManager[None]:
+    """SIGINT, SIGTERM and SIGHUP stop a run like Ctrl+C does (status `stopped`, epochs kept), never
+    in the middle of a write, and a second signal never interrupts the stop (``ibtui.engine.signals``)."""
+    from ibtui.engine.signals import stop_on_signals
 
-    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    return stop_on_signals()
 
 
 # ----------------------------------------------------------------------------- TUI
@@ -346,14 +339,14 @@ def run(
              f"train.epochs={epochs}" if epochs is not None else None,
              f"store.runs_dir={json.dumps(runs_dir)}" if runs_dir is not None else None,
              f"data.data_dir={json.dumps(data_dir)}" if data_dir is not None else None]
-    try:
-        cfg = load_preset(preset, [*overrides, *(e for e in extra if e)])
-        prepared = prepare(cfg)  # device and dataset problems surface before any progress bar
-    except UserError as exc:
-        fail(str(exc))
-
-    _with_progress(cfg.preset, cfg.train.epochs, lambda on_event: execute(cfg, on_event=on_event, prepared=prepared),
-                   quiet, as_json)
+    with termination_as_interrupt():  # a stop signal from here on: exit 130, no run left `running`
+        try:
+            cfg = load_preset(preset, [*overrides, *(e for e in extra if e)])
+            prepared = prepare(cfg)  # device and dataset problems surface before any progress bar
+        except UserError as exc:
+            fail(str(exc))
+        _with_progress(cfg.preset, cfg.train.epochs,
+                       lambda on_event: execute(cfg, on_event=on_event, prepared=prepared), quiet, as_json)
 
 
 @app.command()
@@ -366,11 +359,13 @@ def resume(
     from ibtui.config import config_from_dict, read_toml
     from ibtui.engine.runner import resume as resume_run
 
-    try:
-        cfg = config_from_dict(read_toml(Path(run_dir) / "config.toml"), source=run_dir)
-    except UserError as exc:
-        fail(str(exc))
-    _with_progress(cfg.preset, cfg.train.epochs, lambda on_event: resume_run(run_dir, on_event=on_event), quiet, as_json)
+    with termination_as_interrupt():
+        try:
+            cfg = config_from_dict(read_toml(Path(run_dir) / "config.toml"), source=run_dir)
+        except UserError as exc:
+            fail(str(exc))
+        _with_progress(cfg.preset, cfg.train.epochs, lambda on_event: resume_run(run_dir, on_event=on_event), quiet,
+                       as_json)
 
 
 def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]],

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ibtui.config import all_planes, pool_suffix
+from ibtui.engine import signals
 from ibtui.engine.measure import (check_finite, measure_planes, measurement_generator, member_workers, pooled_planes,
                                   stack_members, torch_threads)
 from ibtui.engine.model import Ensemble, checkpoint_name
@@ -76,8 +77,11 @@ def _mean(values: np.ndarray) -> float | None:
 class Engine:
     """One run: owns the model, trainer, schedule and store. Use :func:`execute`."""
 
-    def __init__(self, prep: Prepared, store: RunStore, on_event: EventSink, log: logging.Logger) -> None:
-        self.prep, self.cfg, self.store, self.emit, self.log = prep, prep.cfg, store, on_event, log
+    def __init__(self, prep: Prepared, store: RunStore | None, on_event: EventSink, log: logging.Logger) -> None:
+        """``store``: the open run directory (None until the runner attaches one; built first, an
+        engine writes nothing)."""
+        self.prep, self.cfg, self.emit, self.log = prep, prep.cfg, on_event, log
+        self.store: RunStore = store  # type: ignore[assignment]
         self.model = prep.model
         t = self.cfg.train
         self.trainer = Trainer(self.model, prep.x_all, prep.y_all, prep.train_idx, t, prep.model.seeds)
@@ -118,6 +122,7 @@ class Engine:
         """
         p, cfg = self.prep, self.cfg
         t0 = time.perf_counter()
+        signals.pause_point("measure")
         threads = cfg.train.threads or torch.get_num_threads()
         # 0 threads: all cores (the pairwise KDE work scales): members side by side (thread_map), or
         # for one member torch's own threads inside each estimator
@@ -205,14 +210,17 @@ class Engine:
 
     def record(self, rec: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
         """Curves made durable, the checkpoint, then the event line (so every event has its weights
-        and every epoch before it its curve row), then meta and the UI."""
-        self.records[rec["epoch"]] = rec
-        self.store.sync_curves()
-        if self.cfg.store.checkpoints:
-            self.store.write_checkpoint(rec["epoch"], weights)
-        self.store.append_event(rec)
-        self.store.write_meta(epochs_done=self.epochs_done, measured_epochs=len(self.records))
-        self.emit(rec)
+        and every epoch before it its curve row), then meta and the UI. A stop signal waits for
+        the end of it (``signals.deferred``)."""
+        with signals.deferred():
+            self.records[rec["epoch"]] = rec
+            self.store.sync_curves()
+            if self.cfg.store.checkpoints:
+                self.store.write_checkpoint(rec["epoch"], weights)
+                signals.pause_point("checkpoint")
+            self.store.append_event(rec)
+            self.store.write_meta(epochs_done=self.epochs_done, measured_epochs=len(self.records))
+            self.emit(rec)
 
     # ------------------------------------------------------------------ arrays
     def write_arrays(self, force: bool = False) -> None:
@@ -290,6 +298,7 @@ class Engine:
                 with torch_threads(cfg.train.threads or training_threads(self.model.size)):
                     losses, accs = self.trainer.epoch(epoch)
                     test_losses, test_accs = evaluate(self.model, self.prep.x_all, self.prep.y_all, self.prep.test_idx)
+                signals.pause_point("epoch")
                 train_loss, train_acc = float(losses.mean()), float(accs.mean())
                 test_loss, test_acc = float(test_losses.mean()), float(test_accs.mean())
                 self.epochs_done = epoch
@@ -367,9 +376,9 @@ def plane_arrays(records: list[dict[str, Any]], planes: list[str], members: int)
     n = len(records)
     for name in planes:
         values = [r["planes"][name] for r in records]
-        for key in ("ixt", "ity"):
-            arrays[f"{name}.{key}"] = np.asarray([v[key] for v in values], dtype=np.float64).reshape(n, -1)
-            if members > 1 and all(f"{key}_seeds" in v for v in values):
+        for key in ("ixt", "ity"):  # (0, 0) before the first measured epoch
+            arrays[f"{name}.{key}"] = np.asarray([v[key] for v in values], dtype=np.float64).reshape(n, -1 if n else 0)
+            if n and members > 1 and all(f"{key}_seeds" in v for v in values):
                 arrays[f"{name}.{key}_seeds"] = np.asarray(  # (epochs, seeds, layers)
                     [v[f"{key}_seeds"] for v in values], dtype=np.float64).reshape(n, members, -1)
         if n and all("h_t_x" in v for v in values):

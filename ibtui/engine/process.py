@@ -2,7 +2,7 @@
 
 Used by the TUI (never a thread of the UI process). The child:
 - ignores SIGINT (the parent asks it to stop through ``stop``) and stops by itself when
-  its parent dies, so quitting never leaves an orphan;
+  its parent dies, so quitting never leaves an orphan; SIGTERM and SIGHUP stop the run cleanly;
 - runs at a lower CPU priority than the UI, so keys are answered at once while it trains;
 - writes its stdout/stderr to the run's ``worker.log`` instead of the terminal;
 - sends every engine event, then ``{"type": "exit"}``; an unexpected exception is sent as
@@ -70,10 +70,12 @@ def _child(raw_config: dict[str, Any], events: Any, stop: Any, pause: Any, paren
     try:
         from ibtui.config import config_from_dict
         from ibtui.engine.runner import execute
+        from ibtui.engine.signals import stop_on_signals
         from ibtui.errors import UserError
 
-        try:
-            execute(config_from_dict(raw_config), on_event=send, stop=flag, pause=pause)
+        try:  # terminate() (SIGTERM) or a closed terminal (SIGHUP) stops the run cleanly: `stopped`
+            with stop_on_signals((signal.SIGTERM, signal.SIGHUP)):
+                execute(config_from_dict(raw_config), on_event=send, stop=flag, pause=pause)
         except UserError as exc:
             send({"type": "error", "message": str(exc)})
     except BaseException as exc:  # noqa: BLE001 - everything goes to the UI, nothing to the terminal

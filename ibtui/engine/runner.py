@@ -17,17 +17,17 @@ import os
 import platform
 import signal
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 import ibtui
 from ibtui.config import Config, all_planes
+from ibtui.engine import signals
 from ibtui.engine.loop import Engine, EventSink, StopFlag, _finite, plane_arrays
 from ibtui.engine.measure import Diverged
 from ibtui.engine.phases import WINDOW, snr, transition_epochs
@@ -105,8 +105,17 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
         "host": platform.node(), "pid": os.getpid(),
         "argv": sys.argv,
     }
-    store = RunStore.create(Path(runs_dir or cfg.store.runs_dir), cfg.preset, cfg.to_toml(), meta, run_name)
-    return _drive(prep, store, on_event, stop, pause, f"started on {prep.device}: {cfg.description}")
+    # built (with its optimiser: torch imports for seconds) before anything is written: a stop
+    # signal until the run directory exists leaves nothing behind
+    engine = Engine(prep, None, lambda event: None, logging.getLogger("ibtui.run"))
+    signals.pause_point("before-create")
+
+    def open_store() -> RunStore:
+        store = RunStore.create(Path(runs_dir or cfg.store.runs_dir), cfg.preset, cfg.to_toml(), meta, run_name)
+        signals.pause_point("created")
+        return store
+
+    return _drive(engine, open_store, on_event, stop, pause, f"started on {prep.device}: {cfg.description}")
 
 
 def last_checkpoint(run: Run, epochs: int) -> dict[str, np.ndarray] | None:
@@ -134,7 +143,8 @@ def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFla
     directory ends as the uninterrupted run's (events, planes and curves). Everything is read
     (``load_run``: validated) and restored before anything is written: a resume refused
     (UserError) or interrupted while it restores leaves the directory untouched. A run being
-    written by another process is refused.
+    written by another process is refused. A run stopped before its first measured epoch starts
+    over in place.
     """
     run = load_run(run_dir)
     path = run.path
@@ -145,24 +155,33 @@ def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFla
     cfg = run.settings()
     prep = prepare(cfg)
     point = last_checkpoint(run, cfg.train.epochs)
-    if point is None:
+    engine = Engine(prep, None, lambda event: None, logging.getLogger("ibtui.resume"))
+    if point is not None:
+        epoch = int(point["resume.epoch"])
+        curves: dict[str, Any] | None = read_curves_log(path)
+        complete = curves is not None
+        if curves is None:  # a run of an older version: its curves.npz
+            curves = run.curves
+        # UserError when anything does not fit; nothing is written before this returns
+        engine.restore(point, [r.to_json() for r in run.records], curves, complete)
+    elif not run.records:  # stopped before its first measurement: nothing to lose, start over in place
+        epoch = -1  # (the initial weights, split and batch order come from the seed alone)
+    else:
         raise UserError(f"{path} has no complete checkpoint to resume from; start it again with `ibtui run`")
-    epoch = int(point["resume.epoch"])
-    curves: dict[str, Any] | None = read_curves_log(path)
-    complete = curves is not None
-    if curves is None:  # a run of an older version: its curves.npz
-        curves = run.curves
-    engine = Engine(prep, RunStore(path), lambda event: None, logging.getLogger("ibtui.resume"))
-    # UserError when anything does not fit; nothing is written before this returns
-    engine.restore(point, [r.to_json() for r in run.records], curves, complete)
-    store = RunStore.open(path, epoch)
-    engine.store = store
-    try:
-        store.write_meta(status="running", error=None, pid=os.getpid(), host=platform.node(), resumed_from=epoch)
-    except OSError as exc:
-        store.close()
-        raise UserError(f"cannot write {path / 'meta.json'}: {exc.strerror or exc}") from None
-    return _drive(prep, store, on_event, stop, pause, f"resumed after epoch {epoch}", engine)
+
+    def open_store() -> RunStore:
+        store = RunStore.open(path, epoch)
+        try:
+            store.write_meta(status="running", error=None, pid=os.getpid(), host=platform.node(),
+                             resumed_from=epoch if epoch >= 0 else None)
+        except OSError as exc:
+            store.close()
+            raise UserError(f"cannot write {path / 'meta.json'}: {exc.strerror or exc}") from None
+        signals.pause_point("resume-opened")
+        return store
+
+    what = f"resumed after epoch {epoch}" if epoch >= 0 else "started again (stopped before its first measurement)"
+    return _drive(engine, open_store, on_event, stop, pause, what)
 
 
 class _QuietHandler(logging.StreamHandler):
@@ -172,27 +191,53 @@ class _QuietHandler(logging.StreamHandler):
         pass
 
 
-def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: StopFlag | None,
-           pause: StopFlag | None, what: str, engine: Engine | None = None) -> dict[str, Any]:
-    """Run an engine (new, or restored by ``resume``) on an open store, recording the outcome in
-    meta.json whatever happens."""
+def _drive(engine: Engine, open_store: Callable[[], RunStore], on_event: EventSink | None, stop: StopFlag | None,
+           pause: StopFlag | None, what: str) -> dict[str, Any]:
+    """Open the run's store (``open_store``: it creates the directory, or reopens it and marks it
+    running; UserError when it cannot, with nothing left behind), run ``engine`` on it and record
+    the outcome in meta.json whatever happens.
+
+    Stop signals (``ibtui.engine.signals``) are held from before the store is opened until the run
+    is under the try below, and again from the first stop on, so once meta.json says ``running``
+    every way out (a stop signal at any instant, a second one while stopping, an error) ends with
+    the final meta.json written: ``done``, ``stopped`` or ``failed``, never ``running``.
+    """
     emit: EventSink = on_event or (lambda event: None)
+    with signals.stop_on_signals((signal.SIGINT,), only_replace_default=True):  # a library caller's Ctrl+C
+        level = signals.hold()
+        try:
+            store = open_store()
+            engine.store = store
+            return _record_outcome(engine, store, emit, stop, pause, what, level)
+        finally:
+            signals.reset(level)
+
+
+def _open_log(store: RunStore) -> tuple[logging.Logger, logging.Handler]:
     log = logging.getLogger(f"ibtui.run.{store.path.name}")
     log.setLevel(logging.INFO)
     log.propagate = False
     handler = _QuietHandler(store.log_stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
+    return log, handler
+
+
+def _record_outcome(engine: Engine, store: RunStore, emit: EventSink, stop: StopFlag | None, pause: StopFlag | None,
+                    what: str, level: int) -> dict[str, Any]:
+    """Run the engine on its open store (stop signals held on entry, at ``level`` + 1) and write
+    the final arrays and meta.json, with stop signals held, whatever happens."""
+    log, handler = _open_log(store)
     started = time.perf_counter()
     status, error = "failed", None
     try:
+        signals.release(level)  # a stop that came while the store opened is taken here, as a stop
         log.info("run %s %s", store.path.name, what)
-        if engine is None:
-            engine = Engine(prep, store, emit, log)
         engine.emit, engine.log = emit, log
         emit({"type": "start", "run_dir": str(store.path), "meta": store.meta})
         status = engine.run(stop, pause)
-    except KeyboardInterrupt:
+        signals.hold()  # the outcome is known: nothing interrupts its recording
+    except KeyboardInterrupt:  # stop signals are held from its raising on
         status = "stopped"
     except Diverged as exc:
         status, error = "failed", f"diverged: {exc}"
@@ -200,39 +245,30 @@ def _drive(prep: Prepared, store: RunStore, on_event: EventSink | None, stop: St
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         log.error("run failed:\n%s", traceback.format_exc())
     finally:
+        signals.hold()
         wall = time.perf_counter() - started
-        _ignore_sigint()  # a second Ctrl+C must not interrupt the final writes
-        try:
-            if engine is not None:
-                engine.write_arrays(force=True)
-        except OSError as exc:  # disk full, read-only...: events.jsonl still holds every measured epoch
-            status, error = "failed", error or f"cannot write arrays: {exc}"
-            log.error("final arrays not written: %s", exc)
-        try:
-            done = engine.epochs_done if engine is not None else store.meta.get("epochs_done", 0)
-            store.write_meta(status=status, error=error, epochs_done=done, wall_seconds=round(wall, 3))
-        except OSError as exc:
-            status, error = "failed", error or f"cannot write meta.json: {exc}"
-            log.error("final meta.json not written: %s", exc)
-        log.info("run %s ended: %s%s", store.path.name, status, f" ({error})" if error else "")
+        status, error = _write_final(engine, store, log, status, error, wall)
         log.removeHandler(handler)
         store.close()
-        _restore_sigint()
-    if engine is None:  # it could not even be built: the error is in meta.json and worker.log
-        raise UserError(f"the run could not start: {error}")
     summary = summarize(engine, status, wall, error)
     emit({"type": "end", "status": status, "error": error, "summary": summary})
     return summary
 
 
-_saved_sigint: list[Any] = []
-
-
-def _ignore_sigint() -> None:
-    if threading.current_thread() is threading.main_thread():
-        _saved_sigint.append(signal.signal(signal.SIGINT, signal.SIG_IGN))
-
-
-def _restore_sigint() -> None:
-    if _saved_sigint and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _saved_sigint.pop())
+def _write_final(engine: Engine, store: RunStore, log: logging.Logger, status: str, error: str | None,
+                 wall: float) -> tuple[str, str | None]:
+    """The final planes.npz, curves.npz and meta.json; a write that fails makes the run ``failed``
+    (events.jsonl still holds every measured epoch). Returns the status and error recorded."""
+    try:
+        engine.write_arrays(force=True)
+    except Exception as exc:  # disk full, read-only... (OSError); anything else is a bug, still recorded
+        status, error = "failed", error or f"cannot write arrays: {exc}"
+        log.error("final arrays not written:\n%s", traceback.format_exc())
+    signals.pause_point("final")
+    try:
+        store.write_meta(status=status, error=error, epochs_done=engine.epochs_done, wall_seconds=round(wall, 3))
+    except OSError as exc:
+        status, error = "failed", error or f"cannot write meta.json: {exc}"
+        log.error("final meta.json not written: %s", exc)
+    log.info("run %s ended: %s%s", store.path.name, status, f" ({error})" if error else "")
+    return status, error
