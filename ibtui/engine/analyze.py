@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ibtui.config import build_estimator, config_from_dict
+from ibtui.estimators.base import check_estimators
 from ibtui.rundir.reader import ANALYSIS, load_run
 from ibtui.rundir.store import CONFIG, atomic_write_bytes, atomic_write_npz
 from ibtui.errors import UserError
@@ -61,6 +62,7 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, 
         raw["train"] = {**(raw.get("train") if isinstance(raw.get("train"), dict) else {}), "device": device}
     cfg = config_from_dict(raw, source=str(path / CONFIG))
     prep = prepare(cfg)
+    check_estimators(estimators, prep.mi_sets)  # ParameterError (one line) before any work
     epochs = run.checkpointed_epochs()
     if not epochs:
         raise UserError(f"{path} has no checkpoints of measured epochs to analyze (store.checkpoints was off?)")

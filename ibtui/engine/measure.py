@@ -31,6 +31,7 @@ import torch
 
 from ibtui.engine.model import Ensemble
 from ibtui.estimators import Estimator, MISet, PooledPlane
+from ibtui.estimators.base import check_estimators
 from ibtui.rundir.records import PlaneValues
 
 
@@ -154,8 +155,10 @@ def measure_planes(model: Ensemble, x_all: torch.Tensor, mi_idx: torch.Tensor, m
     ``MISet``; noise_draws: noisy passes pooled by plug-in estimators on a noisy network;
     workers: members estimated side by side (``thread_map``; 1 when an estimator is not
     thread-safe). Returns, per estimator (in order), plane name → ``PlaneValues`` (members × layers).
-    Raises ``Diverged`` for NaN/inf activations.
+    Raises ``Diverged`` for NaN/inf activations, ParameterError for parameters that do not fit the
+    MI sets (``check_estimators``).
     """
+    check_estimators(estimators, mi_sets)
     model.eval()
     size = model.size
     if not all(est.thread_safe for est in estimators):

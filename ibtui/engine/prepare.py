@@ -13,6 +13,7 @@ from ibtui.engine.data import Dataset, load_dataset
 from ibtui.engine.model import Ensemble
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
+from ibtui.estimators.base import check_estimators
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,6 +98,7 @@ def prepare(cfg: Config) -> Prepared:
         mi_sets.append(previous[1] if same else
                        MISet.from_arrays(dataset.x[split[2]], dataset.y[split[2]], device=device))
         previous = (split[2], mi_sets[-1])
+    check_estimators(list(cfg.estimators.values()), mi_sets)  # a k larger than the set, say: UserError now
     model = Ensemble(dataset.x.shape[1], cfg.model.widths, dataset.n_classes, cfg.model.activation,
                      cfg.model.init, seeds, cfg.model.quantize_bits, cfg.model.levels_range(), cfg.model.noise_std)
     return Prepared(

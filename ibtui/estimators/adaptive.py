@@ -46,10 +46,9 @@ from typing import ClassVar, Sequence
 
 from ibtui.estimators._torch import torch
 
-from ibtui.errors import ParameterError
 import numpy as np
 
-from ibtui.estimators.base import require_finite
+from ibtui.estimators.base import check_int, require_finite
 from ibtui.estimators.binning import PlugIn, _cpu_codes
 
 
@@ -78,8 +77,7 @@ class AdaptiveBinning(PlugIn):
                               "of each layer's unique values")
 
     def validate(self) -> None:
-        if self.bins < 2:
-            raise ParameterError(f"estimators.binning_adaptive.bins must be >= 2; got {self.bins}")
+        check_int("estimators.binning_adaptive.bins", self.bins, 2)
 
     def discretise(self, layers: Sequence[torch.Tensor]) -> list[np.ndarray]:
         require_finite(layers, "adaptive binning")

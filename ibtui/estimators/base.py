@@ -17,12 +17,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
+from ibtui.errors import ParameterError
 from ibtui.estimators._torch import torch
 
 LN2 = math.log(2.0)
+
+MAX_COUNT = 1 << 20
+"""Largest count-like estimator parameter (bins, draws, steps, widths, chunk sizes): 1,048,576.
+Beyond it a value only allocates or loops without end (a bin count of 1e12 is 8 TB of edges)."""
+
+MAX_SEED = 2**63 - 1
+"""Largest seed (torch generators take 64-bit seeds)."""
+
+
+def check_int(where: str, value: Any, low: int, high: int = MAX_COUNT) -> None:
+    """ParameterError unless ``value`` is an integer (not a bool) from ``low`` to ``high``;
+    ``where`` names it (``estimators.ksg.k``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterError(f"{where} must be an integer; got {value!r}")
+    if not low <= value <= high:
+        raise ParameterError(f"{where} must be from {low} to {high}; got {value}")
+
+
+def check_samples(where: str, k: int, n: int) -> None:
+    """ParameterError unless a kNN estimator's ``k`` leaves neighbours in a set of ``n`` samples."""
+    if k >= n:
+        raise ParameterError(f"{where} = {k} needs more than {k} samples; the MI set has {n}")
 
 Plane = tuple[np.ndarray, np.ndarray]
 """(ixt, ity): float64 arrays of shape (L,), in bits."""
@@ -159,9 +182,20 @@ class Estimator:
         """Raise ``ibtui.errors.ParameterError`` (a ValueError; one line at the front doors) for
         impossible parameters. Called on construction."""
 
+    def validate_for(self, mi_set: MISet) -> None:
+        """Raise ParameterError when the parameters cannot work on ``mi_set`` (a k as large as the
+        set, say). The engine calls it for every MI set before measuring (``check_estimators``)."""
+
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         raise NotImplementedError
 
     def estimate_pooled(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, PooledPlane]:
         """Pooling estimators (``pools``): the planes with H(T|X) and its cap, for samples that repeat inputs."""
         raise NotImplementedError(f"{self.kind} does not estimate H(T|X) from repeated inputs")
+
+
+def check_estimators(estimators: Sequence[Estimator], mi_sets: Sequence[MISet]) -> None:
+    """Every estimator's ``validate_for`` on every (distinct) MI set: ParameterError before any work."""
+    for mi_set in {id(m): m for m in mi_sets}.values():
+        for est in estimators:
+            est.validate_for(mi_set)

@@ -18,7 +18,7 @@ import numpy as np
 from ibtui.estimators._torch import no_grad, torch
 
 from ibtui.errors import ParameterError
-from ibtui.estimators.base import Estimator, MISet, Plane, PooledPlane, conditional_cap_bits, require_finite
+from ibtui.estimators.base import Estimator, check_int, MISet, Plane, PooledPlane, conditional_cap_bits, require_finite
 
 _INT64_LIMIT = 2**63
 _FLOAT_EXACT = 2**53  # integers up to this are exact in float64
@@ -272,8 +272,7 @@ class FixedBinning(PlugIn):
     summary: ClassVar[str] = "IDNNs binning: `bins` edges linspace(low, high); values >= high share the top bin"
 
     def validate(self) -> None:
-        if self.bins < 2:
-            raise ParameterError(f"estimators.binning_fixed.bins must be >= 2 (it counts edges); got {self.bins}")
+        check_int("estimators.binning_fixed.bins (edges)", self.bins, 2)
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
             raise ParameterError(f"estimators.binning_fixed needs finite low < high; got low={self.low}, high={self.high}")
 

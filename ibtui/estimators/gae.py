@@ -49,7 +49,7 @@ from typing import ClassVar, Sequence
 from ibtui.estimators._torch import no_grad, torch
 
 from ibtui.estimators.base import Estimator, MISet, Plane
-from ibtui.estimators.lga import extrapolation_threshold, local_gaussian_log_density, noisy_planes, validate_common
+from ibtui.estimators.lga import extrapolation_threshold, local_gaussian_log_density, noisy_planes, validate_common, validate_samples
 
 BIAS_SEED = 20170209
 BIAS_TARGET_SE = 4e-3
@@ -140,6 +140,9 @@ class GeometricAdaptive(Estimator):
 
     def validate(self) -> None:
         validate_common(self.kind, self.k, self.noise_variance, self.max_samples, self.seed, self.chunk_size)
+
+    def validate_for(self, mi_set: MISet) -> None:
+        validate_samples(self.kind, self.k, self.max_samples, mi_set)
 
     @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:

@@ -49,7 +49,7 @@ from ibtui.estimators._torch import no_grad, torch
 from ibtui.estimators._torch import nn
 
 from ibtui.errors import ParameterError
-from ibtui.estimators.base import LN2, Estimator, MISet, Plane, require_finite
+from ibtui.estimators.base import LN2, MAX_SEED, check_int, Estimator, MISet, Plane, require_finite
 
 EVAL_CHUNK = 2048
 CHECKS = 10
@@ -152,13 +152,10 @@ class InfoNCE(Estimator):
                 and self.noise_variance > 0):
             raise ParameterError(f"estimators.infonce.noise_variance must be a finite number > 0; got {self.noise_variance}")
         for name in ("hidden", "embed", "steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ParameterError(f"estimators.infonce.{name} must be an integer >= 1; got {value!r}")
+            check_int(f"estimators.infonce.{name}", getattr(self, name), 1)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ParameterError(f"estimators.infonce.lr must be a finite number > 0; got {self.lr}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ParameterError(f"estimators.infonce.seed must be an integer >= 0; got {self.seed!r}")
+        check_int("estimators.infonce.seed", self.seed, 0, MAX_SEED)
 
     @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:

@@ -22,7 +22,7 @@ import numpy as np
 from ibtui.estimators._torch import no_grad, torch
 
 from ibtui.errors import ParameterError
-from ibtui.estimators.base import Estimator, LN2, MISet, Plane, require_finite
+from ibtui.estimators.base import Estimator, check_int, LN2, MISet, Plane, require_finite
 
 
 _EXPONENT_FLOORS = {"float64": -245.0, "float32": -126.0}  # by dtype name
@@ -163,8 +163,7 @@ class KDE(Estimator):
     def validate(self) -> None:
         if not (math.isfinite(self.noise_variance) and self.noise_variance > 0):
             raise ParameterError(f"estimators.kde.noise_variance must be a finite number > 0; got {self.noise_variance}")
-        if self.chunk_size < 1:
-            raise ParameterError(f"estimators.kde.chunk_size must be >= 1; got {self.chunk_size}")
+        check_int("estimators.kde.chunk_size", self.chunk_size, 1)
         if self.precision not in PRECISIONS:
             raise ParameterError(f"estimators.kde.precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
 

@@ -78,7 +78,7 @@ import numpy as np
 from ibtui.estimators._torch import no_grad, torch
 
 from ibtui.errors import ParameterError
-from ibtui.estimators.base import Estimator, LN2, MISet, Plane, require_finite
+from ibtui.estimators.base import Estimator, check_int, check_samples, LN2, MISet, Plane, require_finite
 
 _INF = float("inf")
 
@@ -227,12 +227,13 @@ class KSG(Estimator):
                               "Ross 2014 kNN for I(T;Y); k neighbours")
 
     def validate(self) -> None:
-        if self.k < 1:
-            raise ParameterError(f"estimators.ksg.k must be >= 1; got {self.k}")
+        check_int("estimators.ksg.k", self.k, 1)
         if not (math.isfinite(self.noise) and self.noise >= 0):
             raise ParameterError(f"estimators.ksg.noise must be a finite number >= 0; got {self.noise}")
-        if self.chunk_size < 1:
-            raise ParameterError(f"estimators.ksg.chunk_size must be >= 1; got {self.chunk_size}")
+        check_int("estimators.ksg.chunk_size", self.chunk_size, 1)
+
+    def validate_for(self, mi_set: MISet) -> None:
+        check_samples("estimators.ksg.k", self.k, mi_set.n)
 
     @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:

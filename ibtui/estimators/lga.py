@@ -111,7 +111,7 @@ import numpy as np
 from ibtui.estimators._torch import no_grad, torch
 
 from ibtui.errors import ParameterError
-from ibtui.estimators.base import LN2, Estimator, MISet, Plane
+from ibtui.estimators.base import LN2, MAX_SEED, Estimator, MISet, Plane, check_int, check_samples
 
 MAX_DIM = 64
 """Widest layer accepted: the method fits a d×d covariance around every sample."""
@@ -262,18 +262,20 @@ def subsample(n: int, max_samples: int, seed: int) -> torch.Tensor | None:
 
 
 def validate_common(kind: str, k: int, noise_variance: float, max_samples: int, seed: int, chunk_size: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ParameterError(f"estimators.{kind}.k must be an integer >= 1; got {k!r}")
+    check_int(f"estimators.{kind}.k", k, 1)
     if not (isinstance(noise_variance, (int, float)) and math.isfinite(noise_variance) and noise_variance > 0):
         raise ParameterError(f"estimators.{kind}.noise_variance must be a finite number > 0; got {noise_variance}")
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 0:
-        raise ParameterError(f"estimators.{kind}.max_samples must be an integer >= 0 (0 = all); got {max_samples!r}")
+    check_int(f"estimators.{kind}.max_samples (0 = all)", max_samples, 0, 2**62)
     if 0 < max_samples <= k:
         raise ParameterError(f"estimators.{kind}.max_samples must exceed k={k} (or be 0 = all); got {max_samples}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ParameterError(f"estimators.{kind}.seed must be an integer >= 0; got {seed!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ParameterError(f"estimators.{kind}.chunk_size must be an integer >= 1; got {chunk_size!r}")
+    check_int(f"estimators.{kind}.seed", seed, 0, MAX_SEED)
+    check_int(f"estimators.{kind}.chunk_size", chunk_size, 1)
+
+
+def validate_samples(kind: str, k: int, max_samples: int, mi_set: MISet) -> None:
+    """The k of LGA/GAE leaves neighbours in the (sub)sampled set."""
+    n = mi_set.n if max_samples <= 0 else min(max_samples, mi_set.n)
+    check_samples(f"estimators.{kind}.k", k, n)
 
 
 def noisy_planes(layers: Sequence[torch.Tensor], mi_set: MISet, entropy_nats: EntropyFn, *, name: str,
@@ -314,6 +316,9 @@ class LocalGaussian(Estimator):
 
     def validate(self) -> None:
         validate_common(self.kind, self.k, self.noise_variance, self.max_samples, self.seed, self.chunk_size)
+
+    def validate_for(self, mi_set: MISet) -> None:
+        validate_samples(self.kind, self.k, self.max_samples, mi_set)
 
     @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:

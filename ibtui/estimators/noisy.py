@@ -50,7 +50,7 @@ import numpy as np
 from ibtui.estimators._torch import no_grad, torch
 
 from ibtui.errors import ParameterError
-from ibtui.estimators.base import LN2, Estimator, MISet, Plane, require_finite
+from ibtui.estimators.base import LN2, MAX_SEED, check_int, Estimator, MISet, Plane, require_finite
 
 
 def mixture_entropy_nats(centres: torch.Tensor, sigma: float, mc: int, generator: torch.Generator,
@@ -129,11 +129,8 @@ class NoisyMixture(Estimator):
         if not (math.isfinite(self.noise_std) and self.noise_std > 0):
             raise ParameterError(f"estimators.noisy_mc.noise_std must be a finite number > 0; got {self.noise_std}")
         for name in ("draws", "mc", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ParameterError(f"estimators.noisy_mc.{name} must be an integer >= 1; got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ParameterError(f"estimators.noisy_mc.seed must be an integer >= 0; got {self.seed!r}")
+            check_int(f"estimators.noisy_mc.{name}", getattr(self, name), 1)
+        check_int("estimators.noisy_mc.seed", self.seed, 0, MAX_SEED)
 
     @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
