@@ -11,6 +11,7 @@ import math
 import plotext as plt
 from rich.text import Text
 
+from ibtui.figures import RUN_COLOURS, RUN_LETTERS
 from ibtui.tui.state import PlaneOptions, RunView
 
 EPOCH_BINS = 8
@@ -414,3 +415,166 @@ def curves_figure(view: RunView, width: int, height: int, cursor: int | None = N
     _cursor_line(cursor, top, log_epochs)
     plt.ylim(0, top)
     return plt.build()
+
+
+# ---------------------------------------------------------------------------- several runs on one plane
+RUN_HUES = RUN_COLOURS  # each compared run's hue, the same as in the exported figures
+
+
+def run_hue(index: int) -> tuple[int, int, int]:
+    return RUN_HUES[index % len(RUN_HUES)]
+
+
+def run_letter(index: int) -> str:
+    return RUN_LETTERS[index % len(RUN_LETTERS)]
+
+
+def compare_figure(views: list[RunView], plane: str, width: int, height: int, cursor: int | None = None,
+                   options: PlaneOptions | None = None) -> str:
+    """Several runs on one information plane (bits), on shared axes and one absolute epoch scale:
+    each run's layers are paths in the run's own hue (``RUN_HUES``), each layer with its own marker
+    at every measured point, coloured by the epoch's decade (as ``plane_figure``); every run's layers
+    at the shown epoch (the cursor's, the same epoch for every run) are joined and drawn in its hue.
+    ``compare_key`` names runs, layers and marks outside the plot."""
+    options = options or PlaneOptions()
+    drawn = [(i, v) for i, v in enumerate(views) if v.planes.get(plane)]
+    if not drawn:
+        return empty_figure(width, height, f"{plane or 'plane'}: no run has measured it yet")
+    shown = [shown_epoch(v, plane, cursor) for _, v in drawn]
+    at = f"epoch {cursor}" if cursor is not None else f"latest epoch ({max(e for e in shown if e is not None)})"
+    _start(width, height, f"{plane} · {len(drawn)} runs · {at}")
+    plt.xlabel("I(X;T), bits")
+    plt.ylabel("I(T;Y), bits")
+    set_limits(*plane_extent([v for _, v in drawn], plane), options)
+    h_x = max((v.h_x or 0.0 for _, v in drawn), default=0.0)
+    h_y = max((v.h_y or 0.0 for _, v in drawn), default=0.0)
+    if h_x:
+        plt.vline(h_x, "gray")
+    if h_y:
+        plt.hline(h_y, "gray")
+    for (index, view), epoch in zip(drawn, shown):
+        points = view.planes[plane]
+        epochs = sorted(points)
+        hue = run_hue(index)
+        visible = options.visible(len(points[epochs[0]][0]))
+        colours = [decade_colour(e) for e in epochs]
+        for layer in visible:
+            xs = [points[e][0][layer] for e in epochs]
+            ys = [points[e][1][layer] for e in epochs]
+            if len(xs) > 1:
+                plt.plot(xs, ys, color=hue, marker="braille")
+            plt.scatter(xs, ys, color=colours, marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
+        joined = points[epoch]
+        plt.plot([joined[0][i] for i in visible], [joined[1][i] for i in visible], color=hue, marker="·")
+        for layer in visible:
+            plt.scatter([joined[0][layer]], [joined[1][layer]], color=hue,
+                        marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
+    return plt.build()
+
+
+def compare_key(views: list[RunView], plane: str, cursor: int | None = None,
+                options: PlaneOptions | None = None) -> Text:
+    """The compare plane's key, outside the plot: the shown epoch, then per layer (its key 1–9
+    hides it) its marker, name and every run's I(X;T) and I(T;Y) in bits at that epoch, in the
+    run's column (its letter and hue, named in the header), the epoch scale and the marks."""
+    options = options or PlaneOptions()
+    text = Text(no_wrap=True, overflow="ellipsis")
+    shown = [shown_epoch(v, plane, cursor) for v in views]
+    if all(e is None for e in shown):
+        text.append("no measured epoch yet", style="dim")
+        return text
+    width = max((len(v.planes[plane][e][0]) for v, e in zip(views, shown) if e is not None), default=0)
+    names = next((v.layers for v in views if len(v.layers) == width), [f"L{i + 1}" for i in range(width)])
+    epochs = sorted({e for e in shown if e is not None})
+    if len(epochs) == 1:
+        text.append(f"epoch {epochs[0]} · bits: X;T is I(X;T), Y;T is I(T;Y)\n", style="bold")
+    else:  # the runs' last measured epochs at (or before) the cursor differ
+        text.append("epochs " + " ".join(f"{run_letter(i)} {e if e is not None else '–'}" for i, e in enumerate(shown))
+                    + " · bits: X;T is I(X;T), Y;T is I(T;Y)\n", style="bold")
+    text.append(f"{'layer':10s}", style="dim")
+    for index in range(len(views)):
+        r, g, b = run_hue(index)
+        text.append(f" {run_letter(index)}:X;T Y;T", style=f"bold rgb({r},{g},{b})")
+    text.append("\n")
+    for layer, name in enumerate(names):
+        hidden = layer in options.hidden
+        text.append(f"{layer + 1 if layer < 9 else ' '}", style="dim")
+        text.append(f"{LAYER_MARKERS[layer % len(LAYER_MARKERS)]} ", style="dim" if hidden else "bold")
+        text.append(f"{name[:7]:7s}", style="dim strike" if hidden else "")
+        for view, epoch in zip(views, shown):
+            values = view.planes[plane][epoch] if epoch is not None else None
+            if values is None or layer >= len(values[0]):
+                text.append(f" {'–':>4s} {'–':>4s}", style="dim")
+            else:
+                text.append(f" {values[0][layer]:4.1f} {values[1][layer]:4.2f}", style="dim strike" if hidden else "")
+        text.append(" hidden\n" if hidden else "\n", style="dim")
+    epoch_scale(text, max((max(v.planes[plane]) for v in views if v.planes.get(plane)), default=0), "(log)")
+    text.append("a run's paths in its colour; ··· its layers at the shown epoch\n", style="dim")
+    h_x = max((v.h_x or 0.0 for v in views), default=0.0)
+    h_y = max((v.h_y or 0.0 for v in views), default=0.0)
+    if h_x or h_y:
+        text.append(f"│ H(X) = {h_x:.2f}  ─ H(Y) = {h_y:.2f}\n", style="dim")
+    zoom_note(text, options)
+    return text
+
+
+def compare_curves_figure(views: list[RunView], width: int, height: int, cursor: int | None = None,
+                          log_epochs: bool = False) -> str:
+    """Every run's training loss (nats, a line) and test accuracy (dots) in the run's hue, on one
+    epoch axis, with the cursor epoch."""
+    series = [curve_series(v, width) for v in views]
+    if not any(xs for xs, _ in series):
+        return empty_figure(width, height, "curves: no epochs yet")
+    _start(width, height, ("loss (nats): lines · test accuracy: dots", "loss (nats) ─ · test acc •"))
+    plt.xlabel("epoch, log scale" if log_epochs else "epoch")
+    top = 1.0
+    for index, (xs, values) in enumerate(series):
+        hue = run_hue(index)
+        px, py = _finite_pairs(xs, values["train_loss"], log_epochs)
+        if px:
+            plt.plot(px, py, color=hue, marker="braille")
+            top = max(top, max(py))
+        px, py = _finite_pairs(xs, values["test_acc"], log_epochs)
+        if px:
+            plt.scatter(px, py, color=hue, marker="•")
+    last = max((max(xs) for xs, _ in series if xs), default=1)
+    if log_epochs:
+        _log_epoch_axis(last)
+    else:
+        plt.xticks(*round_ticks(max(last, 1), 4))
+    _cursor_line(cursor, top, log_epochs)
+    plt.ylim(0, top)
+    return plt.build()
+
+
+def compare_header(views: list[RunView], configs: list[dict]) -> Text:
+    """One line per run for the compare screen's header: its letter in its hue, its name and the
+    configuration values that differ between the compared runs (only those)."""
+    from ibtui.tui.state import config_diff
+
+    diff = config_diff(configs) if all(configs) else {}
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for index, view in enumerate(views):
+        r, g, b = run_hue(index)
+        text.append(f"{run_letter(index)} ━━ ", style=f"bold rgb({r},{g},{b})")
+        text.append(view.title or "run", style="bold")
+        text.append(f" · {view.status}", style="dim")
+        if diff:
+            text.append("  " + "  ".join(f"{key}={_value(values[index])}" for key, values in diff.items()))
+        text.append("\n")
+    if not all(configs):
+        text.append("(a run has no readable config.toml: no configuration diff)", style="dim")
+    elif not diff:
+        text.append("the same configuration", style="dim")
+    else:
+        text.append("only the setting that differs" if len(diff) == 1 else f"only the {len(diff)} settings that differ",
+                    style="dim")
+    return text
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)

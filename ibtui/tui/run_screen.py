@@ -24,8 +24,9 @@ from textual.worker import get_current_worker
 
 from ibtui.engine.process import Worker
 from ibtui.errors import UserError
-from ibtui.tui.plots import curves_figure, family_figure, plane_extent, plane_figure, plane_key, schedule_figure
-from ibtui.tui.state import (PlaneOptions, RunView, pan, parse_axis_range, plane_words, reset_zoom,
+from ibtui.tui.plots import (compare_curves_figure, compare_figure, compare_header, compare_key, curves_figure,
+                             family_figure, plane_extent, plane_figure, plane_key, schedule_figure)
+from ibtui.tui.state import (PlaneOptions, RunView, pan, parse_axis_range, plane_words, reset_zoom, run_config,
                              toggle_layer, toggle_log_epochs, zoom)
 from ibtui.tui.widgets import AskScreen, ChoiceScreen, PlotView
 
@@ -503,15 +504,20 @@ class RunScreen(PlaneNavigation, Screen):
         self.app.pop_screen()  # to whatever opened it: home, or a sweep
 
 
-class CompareScreen(Screen):
-    """Two (or more) runs' planes side by side with one epoch cursor."""
+class CompareScreen(PlaneNavigation, Screen):
+    """Two or more runs (or sweep cells) overlaid on one information plane, with shared axes, one
+    absolute epoch scale and one cursor; each run in its own hue; their loss and accuracy beside;
+    the settings that differ between them in the header; a key naming runs and layers outside
+    the plot."""
 
+    COMMANDS = {PlaneCommands}
     BINDINGS = [
-        Binding("p", "next_plane", "Estimator"),
+        *NAV_BINDINGS,
         Binding("left", "step(-1)", "◀ epoch"),
         Binding("right", "step(1)", "▶ epoch"),
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
+        Binding("e", "export", "Export"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -521,27 +527,35 @@ class CompareScreen(Screen):
         common = [p for p in views[0].plane_names if all(p in v.plane_names for v in views[1:])]
         self.planes = common or views[0].plane_names
         self.plane = self.planes[0] if self.planes else ""
+        self.options = PlaneOptions()
         self.cursor: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(id="compare-header")
         with Horizontal(id="compare"):
-            for i, view in enumerate(self.views):
-                yield PlotView(self._drawer(view), lambda: (self.plane, self.cursor, *[v.plane_version for v in self.views]),
-                               id=f"plane-{i}")
+            yield PlotView(self.draw_plane, self.stamp, id="compare-plane")
+            with Vertical(id="compare-side"):
+                yield Static(id="compare-key")
+                yield PlotView(self.draw_curves, self.stamp, id="compare-curves")
         yield Static(id="status")
         yield Footer()
 
-    def _drawer(self, view: RunView):
-        def draw(w: int, h: int) -> str:
-            figure = plane_figure(view, self.plane, w, h - 1, self.cursor)
-            return f"{view.title} ({view.meta.get('preset', '?')}, {view.status})\n{figure}"
-        return draw
+    def draw_plane(self, width: int, height: int) -> str:
+        return compare_figure(self.views, self.plane, width, height, self.cursor, self.options)
+
+    def draw_curves(self, width: int, height: int) -> str:
+        return compare_curves_figure(self.views, width, height, self.cursor, self.options.log_epochs)
+
+    def stamp(self) -> tuple:
+        return (self.plane, self.cursor, self.options, *[v.plane_version for v in self.views])
 
     def on_mount(self) -> None:
         self.sub_title = " vs ".join(v.title for v in self.views)
+        self.query_one("#compare-header", Static).update(compare_header(self.views, [run_config(v) for v in self.views]))
         self.set_interval(FOLLOW_S, self.poll)
         self.update_status()
+        self.update_key()
 
     def poll(self) -> None:
         changed = False
@@ -549,25 +563,35 @@ class CompareScreen(Screen):
             changed |= bool(view.follow()) | view.refresh_meta()
         if changed:  # the measured counts in the status line follow runs still being written
             self.update_status()
+            self.update_key()
         self.refresh_plots()
 
     def refresh_plots(self) -> None:
         for plot in self.query("PlotView"):
             plot.refresh_if_stale()
 
+    def update_key(self) -> None:
+        self.query_one("#compare-key", Static).update(compare_key(self.views, self.plane, self.cursor, self.options))
+
     def update_status(self) -> None:
         self.query_one("#status", Static).update(
-            f"estimator [b]{self.plane}[/b] · cursor {self.cursor if self.cursor is not None else 'latest'} · "
-            + " · ".join(f"{v.title}: {len(v.epochs)} measured" for v in self.views))
+            f"estimator [b]{escape(self.plane)}[/b] · cursor {self.cursor if self.cursor is not None else 'latest'} · "
+            + " · ".join(f"{escape(v.title)}: {len(v.epochs)} measured" for v in self.views))
 
     def all_epochs(self) -> list[int]:
         return sorted({e for v in self.views for e in v.epochs})
 
-    def action_next_plane(self) -> None:
-        if self.planes:
-            self.plane = self.planes[(self.planes.index(self.plane) + 1) % len(self.planes)]
-            self.update_status()
-            self.refresh_plots()
+    # ------------------------------------------------------------------ navigation (PlaneNavigation)
+    def nav_planes(self) -> list[str]:
+        return self.planes
+
+    def nav_views(self) -> list[RunView]:
+        return self.views
+
+    def nav_changed(self) -> None:
+        self.update_status()
+        self.update_key()
+        self.refresh_plots()
 
     def action_step(self, delta: int) -> None:
         epochs = self.all_epochs()
@@ -575,15 +599,40 @@ class CompareScreen(Screen):
             return
         index = epochs.index(self.cursor) if self.cursor in epochs else len(epochs) - 1
         self.cursor = epochs[max(0, min(len(epochs) - 1, index + delta))]
-        self.update_status()
-        self.refresh_plots()
+        self.nav_changed()
 
     def action_jump(self, where: int) -> None:
         epochs = self.all_epochs()
         self.cursor = (epochs[0] if epochs else None) if where == 0 else None
-        self.update_status()
-        self.refresh_plots()
+        self.nav_changed()
+
+    def action_export(self) -> None:
+        """Export the overlay on screen (every run on shared axes, the shown layers, the plane)
+        through ``ibtui.export`` into the first run's ``export/``."""
+        from ibtui.export import export, run_export_dir
+        from ibtui.rundir.reader import load_run
+
+        try:
+            runs = [load_run(v.run_dir) for v in self.views if v.run_dir]
+            if len(runs) != len(self.views):
+                raise UserError("a compared run has no directory yet")
+            out_dir = run_export_dir(runs[0])
+            n_layers = self.nav_layers()
+            layers = self.options.visible(n_layers) if self.options.hidden else None
+            result = export(runs, out_dir, plane=self.plane, formats=("png", "pdf"), layers=layers,
+                            stem="compare-" + "-".join(safe(r.id) for r in runs[:4]) + f"-{safe(self.plane)}")
+        except UserError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        names = ", ".join(p.name for p in result.paths) or "nothing"
+        skipped = f" (skipped {'; '.join(result.skipped)})" if result.skipped else ""
+        self.notify(f"exported to {out_dir}: {names}{skipped}", title="export", markup=False)
 
     def action_back(self) -> None:
         self.app.pop_screen()  # to whatever opened it: home, or a sweep
 
+
+def safe(name: str) -> str:
+    from ibtui.export import safe_name
+
+    return safe_name(name)
