@@ -73,6 +73,26 @@ def test_a_hidden_layer_leaves_the_overlay_and_is_marked_in_the_compare_key():
     assert row.endswith("hidden")
 
 
+def test_the_compare_screen_hides_layers_zooms_and_logs_epochs_with_the_run_screens_keys(three_runs):
+    async def scenario():
+        screen = CompareScreen(views_of(three_runs[:2]))
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            assert LAYER_MARKERS[5] in str(screen.query_one("#compare-plane").render())
+            await pilot.press("6")
+            await pilot.pause(0.2)
+            assert LAYER_MARKERS[5] not in str(screen.query_one("#compare-plane").render())
+            await pilot.press("plus")
+            await pilot.pause(0.2)
+            assert "zoomed (0 resets)" in str(screen.query_one("#compare-plane").render())
+            await pilot.press("0", "l")
+            await pilot.pause(0.2)
+            assert "zoomed" not in str(screen.query_one("#compare-plane").render())
+            assert "epoch, log scale" in str(screen.query_one("#compare-curves").render())
+
+    asyncio.run(scenario())
+
+
 def test_the_config_diff_keeps_only_the_keys_that_differ():
     a = {"preset": "quick", "description": "x", "model": {"activation": "tanh", "widths": [10, 7]},
          "train": {"lr": 0.001}, "store": {"runs_dir": "/a"}}

@@ -152,7 +152,7 @@ def test_plus_zooms_the_plane_and_0_resets_it():
             await pilot.pause(0.2)
             assert screen.options.zoomed
             after = str(screen.query_one("#plane").render())
-            assert after != before and "zoomed" in str(screen.query_one("#key").render())
+            assert after != before and "zoomed (0 resets)" in after and "zoomed" in str(screen.query_one("#key").render())
             await pilot.press("0")
             await pilot.pause(0.2)
             assert not screen.options.zoomed and str(screen.query_one("#plane").render()) == before

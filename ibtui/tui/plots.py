@@ -138,7 +138,8 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     shown = shown_epoch(view, plane, cursor)
     members = view.members.get(plane, {})
     count = len(members[shown][0]) if shown in members else 0
-    _start(width, height, f"{plane} · epoch {shown}" + (f" · mean of {count} networks ±1 sd" if count > 1 else ""))
+    _start(width, height, f"{plane} · epoch {shown}" + (f" · mean of {count} networks ±1 sd" if count > 1 else "")
+           + (" · zoomed (0 resets)" if options.zoomed else ""))
     plt.xlabel("I(X;T), bits")
     plt.ylabel("I(T;Y), bits")
     set_limits(*plane_extent([view], plane), options)
@@ -262,13 +263,17 @@ def plane_key(view: RunView, plane: str, cursor: int | None = None, options: Pla
         row = "dim strike" if hidden else ""
         text.append(f"{layer + 1 if layer < 9 else ' '} ", style="dim")
         text.append(f"{LAYER_MARKERS[layer % len(LAYER_MARKERS)]} ", style="dim" if hidden else "bold")
-        text.append(f"{name[:9]:9s} {_cell(ixt[layer], view.h_x)}", style=row)
+        if hidden:  # off the plane: its name, struck through, and no numbers
+            text.append(f"{name[:9]:9s}", style=row)
+            text.append("  hidden\n", style="dim")
+            continue
+        text.append(f"{name[:9]:9s} {_cell(ixt[layer], view.h_x)}")
         if spread is not None:
             text.append(f"±{spread[0][layer]:<4.2f}", style="dim")
-        text.append(f" {_cell(ity[layer], view.h_y)}", style=row)
+        text.append(f" {_cell(ity[layer], view.h_y)}")
         if partner is not None:
             text.append(f" {partner[0][layer]:5.2f},{partner[1][layer]:.2f}", style="dim")
-        text.append(" hidden\n" if hidden else "\n", style="dim")
+        text.append("\n")
     epoch_scale(text, max(points))
     text.append("··· ", style="grey62")
     text.append("the layers at the shown epoch\n", style="dim")
@@ -442,7 +447,7 @@ def compare_figure(views: list[RunView], plane: str, width: int, height: int, cu
         return empty_figure(width, height, f"{plane or 'plane'}: no run has measured it yet")
     shown = [shown_epoch(v, plane, cursor) for _, v in drawn]
     at = f"epoch {cursor}" if cursor is not None else f"latest epoch ({max(e for e in shown if e is not None)})"
-    _start(width, height, f"{plane} · {len(drawn)} runs · {at}")
+    _start(width, height, f"{plane} · {len(drawn)} runs · {at}" + (" · zoomed (0 resets)" if options.zoomed else ""))
     plt.xlabel("I(X;T), bits")
     plt.ylabel("I(T;Y), bits")
     set_limits(*plane_extent([v for _, v in drawn], plane), options)
@@ -501,13 +506,16 @@ def compare_key(views: list[RunView], plane: str, cursor: int | None = None,
         text.append(f"{layer + 1 if layer < 9 else ' '}", style="dim")
         text.append(f"{LAYER_MARKERS[layer % len(LAYER_MARKERS)]} ", style="dim" if hidden else "bold")
         text.append(f"{name[:7]:7s}", style="dim strike" if hidden else "")
+        if hidden:
+            text.append("  hidden\n", style="dim")
+            continue
         for view, epoch in zip(views, shown):
             values = view.planes[plane][epoch] if epoch is not None else None
             if values is None or layer >= len(values[0]):
                 text.append(f" {'–':>4s} {'–':>4s}", style="dim")
             else:
-                text.append(f" {values[0][layer]:4.1f} {values[1][layer]:4.2f}", style="dim strike" if hidden else "")
-        text.append(" hidden\n" if hidden else "\n", style="dim")
+                text.append(f" {values[0][layer]:4.1f} {values[1][layer]:4.2f}")
+        text.append("\n")
     epoch_scale(text, max((max(v.planes[plane]) for v in views if v.planes.get(plane)), default=0), "(log)")
     text.append("a run's paths in its colour; ··· its layers at the shown epoch\n", style="dim")
     h_x = max((v.h_x or 0.0 for v in views), default=0.0)
