@@ -108,8 +108,12 @@ def _transition_points(run: Run, data: PlaneData) -> list[int | None]:
 
 def information_plane(runs: Run | str | Path | Sequence[Run | str | Path], plane: str | None = None,
                       ax: Any = None, layers: Sequence[int] | None = None, colorbar: bool = True,
-                      legend: bool = True, title: str | None = None) -> Any:
-    """Draw the information plane of one or more runs (module docstring); returns the Figure."""
+                      legend: bool = True, title: str | None = None, until: int | None = None,
+                      limits: tuple[tuple[float, float] | None, tuple[float, float] | None] | None = None) -> Any:
+    """Draw the information plane of one or more runs (module docstring); returns the Figure.
+
+    ``until``: only the measured epochs up to it (the app's cursor), on the same epoch colour scale
+    as the whole run; ``limits``: (x range, y range) in bits, either None for the whole axis."""
     runs = _runs(runs)
     fig, ax = _figure(ax, (7.0, 5.0))
     last = max((int(r.plane(plane or default_plane(r)).epochs.max(initial=0)) for r in runs), default=1)
@@ -127,19 +131,25 @@ def information_plane(runs: Run | str | Path | Sequence[Run | str | Path], plane
         shown = list(layers) if layers is not None else list(range(len(data.layers)))
         other = _other_bound(run, name)
         marks = _transition_points(run, data)
-        x_all, y_all = data.ixt_mean, data.ity_mean
+        upto = len(data.epochs) if until is None else int(np.searchsorted(data.epochs, until, side="right"))
+        x_all, y_all, epochs = data.ixt_mean[:upto], data.ity_mean[:upto], data.epochs[:upto]
+        if other is not None:
+            other_upto = len(other.epochs) if until is None else int(np.searchsorted(other.epochs, until, side="right"))
+        marks = [m if m is not None and m < upto else None for m in marks]
         for layer in shown:
             marker = MARKERS[layer % len(MARKERS)]
             x, y = x_all[:, layer], y_all[:, layer]
             ax.plot(x, y, style, color=path_colour, linewidth=1.1 if several else 0.9, zorder=1)
             # several runs: one legend entry per layer (its marker) and one per run (its line), below
-            ax.scatter(x, y, c=data.epochs + 1, cmap=CMAP, norm=norm, marker=marker, s=22, edgecolors="none",
+            ax.scatter(x, y, c=epochs + 1, cmap=CMAP, norm=norm, marker=marker, s=22, edgecolors="none",
                        zorder=3, label=data.layers[layer] if index == 0 or not several else "_nolegend_")
             if data.members > 1:
-                sx, sy = data.members_ixt[:, :, layer].std(axis=1, ddof=1), data.members_ity[:, :, layer].std(axis=1, ddof=1)
+                sx = data.members_ixt[:upto, :, layer].std(axis=1, ddof=1)
+                sy = data.members_ity[:upto, :, layer].std(axis=1, ddof=1)
                 ax.errorbar(x, y, xerr=sx, yerr=sy, fmt="none", ecolor="0.75", elinewidth=0.6, zorder=2)
             if other is not None:
-                ax.plot(other.ixt_mean[:, layer], other.ity_mean[:, layer], "--", color="0.35", linewidth=0.7, zorder=1)
+                ax.plot(other.ixt_mean[:other_upto, layer], other.ity_mean[:other_upto, layer], "--", color="0.35",
+                        linewidth=0.7, zorder=1)
             if marks[layer] is not None:
                 at = marks[layer]
                 ax.scatter([x[at]], [y[at]], marker="D", s=70, facecolors="none", edgecolors="crimson", zorder=4)
@@ -165,10 +175,12 @@ def information_plane(runs: Run | str | Path | Sequence[Run | str | Path], plane
         ax.text(0.01, h_y, "H(Y)", transform=ax.get_yaxis_transform(), fontsize=8, color="0.3", va="bottom")
     ax.set_xlabel("I(X;T) (bits)")
     ax.set_ylabel("I(T;Y) (bits)")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+    x_range, y_range = limits or (None, None)
+    ax.set_xlim(*(x_range or (0, None)))
+    ax.set_ylim(*(y_range or (0, None)))
     names = sorted({plane or default_plane(r) for r in runs})
-    ax.set_title(title if title is not None else f"information plane: {', '.join(names)}", fontsize=11)
+    ax.set_title(title if title is not None else f"information plane: {', '.join(names)}"
+                 + (f" · up to epoch {until}" if until is not None else ""), fontsize=11)
     if colorbar:
         _colorbar(fig, ax, norm, last)
     if legend:  # below the axes: never over the data

@@ -186,6 +186,41 @@ def test_e_exports_the_overlay_of_every_compared_run(three_runs):
     assert any(n.startswith("compare-") and n.endswith(".pdf") for n in written)
 
 
+def test_e_in_a_compare_exports_up_to_the_cursor_epoch_in_the_zoomed_ranges_with_the_shown_layers(
+        three_runs, monkeypatch):
+    import ibtui.export as export_module
+
+    calls = []
+    monkeypatch.setattr(export_module, "export", lambda runs, out, **k: calls.append((runs, k)) or
+                        export_module.Exported())
+
+    async def scenario():
+        screen = CompareScreen(views_of(three_runs))
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.press("home", "right", "2", "plus", "e")
+            await pilot.pause(0.3)
+            return screen.options
+
+    options = asyncio.run(scenario())
+    (runs, kwargs), = calls
+    assert [str(r.path) for r in runs] == three_runs
+    assert kwargs["until"] == 3 and kwargs["layers"] == [0, 2, 3, 4, 5] and kwargs["plane"] == "binning"
+    assert kwargs["limits"] == (options.x, options.y) and options.x is not None
+
+
+def test_the_exported_plane_stops_at_the_given_epoch_on_the_whole_runs_colour_scale(three_runs):
+    pytest.importorskip("matplotlib")
+    from ibtui import figures
+    from ibtui.rundir.reader import load_run
+
+    run = load_run(three_runs[0])
+    ax = figures.information_plane(run, plane="binning", until=6, limits=((1.0, 11.0), None)).axes[0]
+    points = [c for c in ax.collections if c.get_offsets().shape[0] > 1]
+    assert points and all(c.get_offsets().shape[0] == 3 for c in points)  # epochs 0, 3, 6 of 0..12
+    assert points[0].norm.vmax == 13  # the colour scale still ends at the run's last epoch (12) + 1
+    assert ax.get_xlim() == (1.0, 11.0) and ax.get_ylim()[0] == 0 and "up to epoch 6" in ax.get_title()
+
+
 def test_the_sweep_screen_compares_marked_cells(tmp_path):
     from ibtui.engine.sweep import Outcome, Sweep, SweepSpec, cell_result, parse_grid, run_cell
     from ibtui.tui.app import IbtuiApp

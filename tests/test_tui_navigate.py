@@ -377,3 +377,23 @@ def test_export_of_a_plane_with_hidden_layers_draws_only_the_shown_layers(tmp_pa
 
     asyncio.run(scenario())
     assert calls and calls[0]["layers"] == [1, 2, 3, 4]
+
+
+def test_export_of_a_plane_at_the_cursor_draws_it_up_to_that_epoch(tmp_path, monkeypatch):
+    import ibtui.export as export_module
+
+    run = execute(tiny_config(tmp_path))["run_dir"]
+    calls = []
+    real = export_module.export
+    monkeypatch.setattr(export_module, "export", lambda *a, **k: calls.append(k) or real(*a, **k))
+    screen = RunScreen(RunView.from_run_dir(run), follow=False)
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
+            await pilot.press("home", "right", "e")
+            await pilot.pause(0.3)
+
+    asyncio.run(scenario())
+    assert calls[0]["until"] == 3 and calls[0]["stem"].endswith("binning-epoch3")
+    written = {p.name for p in (tmp_path / run.split("/")[-1] / "export").iterdir()}
+    assert any(name.endswith("-binning-epoch3.csv") for name in written)

@@ -473,8 +473,9 @@ class RunScreen(PlaneNavigation, Screen):
             self.redraw()
 
     def action_export(self) -> None:
-        """Export what is on screen (the plane, or the family's planes) through ``ibtui.export``:
-        CSV and the publication figure (PNG, PDF; matplotlib) into ``<run>/export/``."""
+        """Export what is on screen (the plane, or the family's planes, with the shown layers, up to
+        the cursor epoch, in the zoomed ranges) through ``ibtui.export``: CSV (every epoch) and the
+        publication figure (PNG, PDF; matplotlib) into ``<run>/export/``."""
         from ibtui.export import export, run_export_dir
         from ibtui.rundir.reader import load_run
 
@@ -488,7 +489,10 @@ class RunScreen(PlaneNavigation, Screen):
             out_dir = run_export_dir(run)
             for plane in shown:
                 layers = self.options.visible(len(self.view.layers)) if self.options.hidden else None
-                result = export([run], out_dir, plane=plane, formats=("csv", "png", "pdf"), layers=layers)
+                until = self.view.at_or_before(self.cursor) if self.cursor is not None else None
+                stem = None if until is None else f"{safe(run.id)}-{safe(plane)}-epoch{until}"
+                result = export([run], out_dir, plane=plane, formats=("csv", "png", "pdf"), layers=layers,
+                                until=until, limits=(self.options.x, self.options.y), stem=stem)
                 paths += result.paths
                 skipped += [s for s in result.skipped if s not in skipped]
         except UserError as exc:
@@ -607,8 +611,8 @@ class CompareScreen(PlaneNavigation, Screen):
         self.nav_changed()
 
     def action_export(self) -> None:
-        """Export the overlay on screen (every run on shared axes, the shown layers, the plane)
-        through ``ibtui.export`` into the first run's ``export/``."""
+        """Export the overlay on screen (every run on shared axes, the plane, the shown layers, up to
+        the cursor epoch, in the zoomed ranges) through ``ibtui.export`` into the first run's ``export/``."""
         from ibtui.export import export, run_export_dir
         from ibtui.rundir.reader import load_run
 
@@ -620,7 +624,9 @@ class CompareScreen(PlaneNavigation, Screen):
             n_layers = self.nav_layers()
             layers = self.options.visible(n_layers) if self.options.hidden else None
             result = export(runs, out_dir, plane=self.plane, formats=("png", "pdf"), layers=layers,
-                            stem="compare-" + "-".join(safe(r.id) for r in runs[:4]) + f"-{safe(self.plane)}")
+                            until=self.cursor, limits=(self.options.x, self.options.y),
+                            stem="compare-" + "-".join(safe(r.id) for r in runs[:4]) + f"-{safe(self.plane)}"
+                            + (f"-epoch{self.cursor}" if self.cursor is not None else ""))
         except UserError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return
