@@ -68,9 +68,12 @@ class Exported:
 
 def export(runs: Sequence[Run], out: str | Path, kind: str = "plane", plane: str | None = None,
            formats: Sequence[str] = FORMATS, by: str = "plane", layers: Sequence[int] | None = None,
-           stem: str | None = None) -> Exported:
+           stem: str | None = None, until: int | None = None,
+           limits: tuple[tuple[float, float] | None, tuple[float, float] | None] | None = None) -> Exported:
     """Write the figure ``kind`` of ``runs`` (and the CSV of ``plane`` for ``kind="plane"``) into the
-    directory ``out`` as ``<stem>.<format>``; UserError for a bad request or a write that fails."""
+    directory ``out`` as ``<stem>.<format>``; UserError for a bad request or a write that fails.
+    For ``kind="plane"``, ``until`` (the measured epochs up to it) and ``limits`` (x and y ranges in
+    bits) draw the figure as the app shows it; the CSV keeps every epoch."""
     if kind not in KINDS:
         raise UserError(f"export kind must be one of {', '.join(KINDS)}; got {kind!r}")
     wanted = list(dict.fromkeys(str(f).lower().lstrip(".") for f in formats))
@@ -106,7 +109,8 @@ def export(runs: Sequence[Run], out: str | Path, kind: str = "plane", plane: str
             from ibtui import figures as fig_module
 
             if kind == "plane":
-                figure = fig_module.information_plane(list(runs), plane=plane, layers=layers)
+                figure = fig_module.information_plane(list(runs), plane=plane, layers=layers, until=until,
+                                                      limits=limits)
             elif kind == "multiples":
                 figure = fig_module.small_multiples(list(runs), by=by, plane=plane)
             elif kind == "curves":

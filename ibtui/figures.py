@@ -30,6 +30,12 @@ from ibtui.rundir.reader import PlaneData, Run, load_run
 FORMATS = ("png", "pdf", "svg")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 RUN_STYLES = ("-", "--", ":", "-.")
+RUN_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (0, 200, 255), (255, 95, 175), (255, 200, 0), (120, 220, 120), (180, 140, 255), (255, 140, 60),
+)
+"""Each run's colour (RGB) where several runs share a plane: the same in the app's compare screen
+and in these figures. Runs are lettered A, B, C, … in that order."""
+RUN_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CMAP = "viridis"
 
 
@@ -102,8 +108,12 @@ def _transition_points(run: Run, data: PlaneData) -> list[int | None]:
 
 def information_plane(runs: Run | str | Path | Sequence[Run | str | Path], plane: str | None = None,
                       ax: Any = None, layers: Sequence[int] | None = None, colorbar: bool = True,
-                      legend: bool = True, title: str | None = None) -> Any:
-    """Draw the information plane of one or more runs (module docstring); returns the Figure."""
+                      legend: bool = True, title: str | None = None, until: int | None = None,
+                      limits: tuple[tuple[float, float] | None, tuple[float, float] | None] | None = None) -> Any:
+    """Draw the information plane of one or more runs (module docstring); returns the Figure.
+
+    ``until``: only the measured epochs up to it (the app's cursor), on the same epoch colour scale
+    as the whole run; ``limits``: (x range, y range) in bits, either None for the whole axis."""
     runs = _runs(runs)
     fig, ax = _figure(ax, (7.0, 5.0))
     last = max((int(r.plane(plane or default_plane(r)).epochs.max(initial=0)) for r in runs), default=1)
@@ -115,22 +125,31 @@ def information_plane(runs: Run | str | Path | Sequence[Run | str | Path], plane
         name = plane or default_plane(run)
         data = run.plane(name)
         style = RUN_STYLES[index % len(RUN_STYLES)]
-        label_run = f"{run.id}: " if len(runs) > 1 else ""
+        several = len(runs) > 1
+        path_colour = tuple(c / 255 for c in RUN_COLOURS[index % len(RUN_COLOURS)]) if several else "0.55"
+        label_run = f"{RUN_LETTERS[index % len(RUN_LETTERS)]}: " if several else ""
         shown = list(layers) if layers is not None else list(range(len(data.layers)))
         other = _other_bound(run, name)
         marks = _transition_points(run, data)
-        x_all, y_all = data.ixt_mean, data.ity_mean
+        upto = len(data.epochs) if until is None else int(np.searchsorted(data.epochs, until, side="right"))
+        x_all, y_all, epochs = data.ixt_mean[:upto], data.ity_mean[:upto], data.epochs[:upto]
+        if other is not None:
+            other_upto = len(other.epochs) if until is None else int(np.searchsorted(other.epochs, until, side="right"))
+        marks = [m if m is not None and m < upto else None for m in marks]
         for layer in shown:
             marker = MARKERS[layer % len(MARKERS)]
             x, y = x_all[:, layer], y_all[:, layer]
-            ax.plot(x, y, style, color="0.55", linewidth=0.9, zorder=1)
-            ax.scatter(x, y, c=data.epochs + 1, cmap=CMAP, norm=norm, marker=marker, s=22, edgecolors="none",
-                       zorder=3, label=f"{label_run}{data.layers[layer]}")
+            ax.plot(x, y, style, color=path_colour, linewidth=1.1 if several else 0.9, zorder=1)
+            # several runs: one legend entry per layer (its marker) and one per run (its line), below
+            ax.scatter(x, y, c=epochs + 1, cmap=CMAP, norm=norm, marker=marker, s=22, edgecolors="none",
+                       zorder=3, label=data.layers[layer] if index == 0 or not several else "_nolegend_")
             if data.members > 1:
-                sx, sy = data.members_ixt[:, :, layer].std(axis=1, ddof=1), data.members_ity[:, :, layer].std(axis=1, ddof=1)
+                sx = data.members_ixt[:upto, :, layer].std(axis=1, ddof=1)
+                sy = data.members_ity[:upto, :, layer].std(axis=1, ddof=1)
                 ax.errorbar(x, y, xerr=sx, yerr=sy, fmt="none", ecolor="0.75", elinewidth=0.6, zorder=2)
             if other is not None:
-                ax.plot(other.ixt_mean[:, layer], other.ity_mean[:, layer], "--", color="0.35", linewidth=0.7, zorder=1)
+                ax.plot(other.ixt_mean[:other_upto, layer], other.ity_mean[:other_upto, layer], "--", color="0.35",
+                        linewidth=0.7, zorder=1)
             if marks[layer] is not None:
                 at = marks[layer]
                 ax.scatter([x[at]], [y[at]], marker="D", s=70, facecolors="none", edgecolors="crimson", zorder=4)
@@ -141,6 +160,13 @@ def information_plane(runs: Run | str | Path | Sequence[Run | str | Path], plane
                          "difference of bounds, not a bracket)")
         if any(m is not None for m in marks):
             notes.append(f"{label_run}◆ drift→diffusion (gradient SNR below 1)")
+    if len(runs) > 1:
+        from matplotlib.lines import Line2D
+
+        for index, run in enumerate(runs):
+            ax.add_line(Line2D([], [], linestyle=RUN_STYLES[index % len(RUN_STYLES)],
+                               color=tuple(c / 255 for c in RUN_COLOURS[index % len(RUN_COLOURS)]),
+                               label=f"{RUN_LETTERS[index % len(RUN_LETTERS)]}: {run.id}"))
     if h_x:
         ax.axvline(h_x, color="0.3", linewidth=0.8, linestyle=":")
         ax.text(h_x, 0.02, " H(X)", transform=ax.get_xaxis_transform(), fontsize=8, color="0.3")
@@ -149,15 +175,17 @@ def information_plane(runs: Run | str | Path | Sequence[Run | str | Path], plane
         ax.text(0.01, h_y, "H(Y)", transform=ax.get_yaxis_transform(), fontsize=8, color="0.3", va="bottom")
     ax.set_xlabel("I(X;T) (bits)")
     ax.set_ylabel("I(T;Y) (bits)")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+    x_range, y_range = limits or (None, None)
+    ax.set_xlim(*(x_range or (0, None)))
+    ax.set_ylim(*(y_range or (0, None)))
     names = sorted({plane or default_plane(r) for r in runs})
-    ax.set_title(title if title is not None else f"information plane: {', '.join(names)}", fontsize=11)
+    ax.set_title(title if title is not None else f"information plane: {', '.join(names)}"
+                 + (f" · up to epoch {until}" if until is not None else ""), fontsize=11)
     if colorbar:
         _colorbar(fig, ax, norm, last)
     if legend:  # below the axes: never over the data
         handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(6, len(labels)),
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(6 if len(runs) == 1 else 3, len(labels)),
                   fontsize=8, frameon=False, title="; ".join(dict.fromkeys(notes)) or None, title_fontsize=7)
     return fig
 

@@ -72,8 +72,8 @@ def test_ensembles_draw_their_spread_and_several_runs_share_the_axes(runs):
     from ibtui import figures
 
     fig = figures.information_plane(list(runs), plane="binning")
-    labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert len(labels) == 2 * len(runs[0].layers)
+    labels = fig.axes[0].get_legend_handles_labels()[1]  # each layer once (its marker), then each run (its line)
+    assert labels == runs[0].layers + [f"A: {runs[0].id}", f"B: {runs[1].id}"]
     assert "±1 sd" in fig.axes[0].get_legend().get_title().get_text()
 
 

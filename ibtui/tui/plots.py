@@ -11,7 +11,8 @@ import math
 import plotext as plt
 from rich.text import Text
 
-from ibtui.tui.state import RunView
+from ibtui.figures import RUN_COLOURS, RUN_LETTERS
+from ibtui.tui.state import PlaneOptions, RunView
 
 EPOCH_BINS = 8
 EPOCH_DECADES = (0, 1, 10, 100, 1000, 10_000, 100_000)
@@ -74,14 +75,20 @@ def binned_epoch_colour(epoch: int, first: int, last: int) -> tuple[int, int, in
     return ramp_at(round(fraction * (EPOCH_BINS - 1)) / (EPOCH_BINS - 1))
 
 
-def _start(width: int, height: int, title: str = "") -> None:
+def _start(width: int, height: int, title: str | tuple[str, ...] = "") -> None:
     plt.clear_figure()
     plt.limitsize(False, False)  # the widget's size, not the terminal's, bounds the figure
     plt.plotsize(max(width, 10), max(height, 5))
     plt.theme("pro")
     if title:  # plotext drops a title wider than the figure: shorten it instead
-        room = max(width, 10) - 6
-        plt.title(title if len(title) <= room else title[:room - 1] + "…")
+        room = max(width, 10) - 6  # the y tick labels take a few columns
+        titles = (title,) if isinstance(title, str) else title
+        plt.title(next((t for t in titles if len(t) <= room), fit(titles[-1], room)))
+
+
+def fit(text: str, room: int) -> str:
+    """``text`` cut to ``room`` characters, with … where it was cut."""
+    return text if len(text) <= room else text[:max(room - 1, 0)] + "…"
 
 
 def empty_figure(width: int, height: int, message: str) -> str:
@@ -109,7 +116,8 @@ def shown_epoch(view: RunView, plane: str, cursor: int | None) -> int | None:
     return epochs[-1] if cursor is None else max((e for e in epochs if e <= cursor), default=epochs[0])
 
 
-def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int | None = None) -> str:
+def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int | None = None,
+                 options: PlaneOptions | None = None) -> str:
     """Information plane of one estimator: x = I(X;T), y = I(T;Y) in bits; every layer a path.
 
     Each layer is drawn as a dim line through its measured epochs in order, its own marker at
@@ -119,8 +127,10 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     For a KDE bound the other bound's points are grey; for an ensemble the paths are the members'
     means, with grey ±1 sd ticks of I(X;T) and every member's point at the shown epoch; with
     gradient statistics ◇ marks each layer's drift→diffusion point. There is no legend inside the
-    plot: ``plane_key`` says what every mark is, with the numbers at the shown epoch.
+    plot: ``plane_key`` says what every mark is, with the numbers at the shown epoch. ``options``
+    hide layers and zoom (``PlaneOptions``).
     """
+    options = options or PlaneOptions()
     points = view.planes.get(plane)
     if not points:
         return empty_figure(width, height, f"{plane or 'plane'}: waiting for the first measurement…")
@@ -128,32 +138,27 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     shown = shown_epoch(view, plane, cursor)
     members = view.members.get(plane, {})
     count = len(members[shown][0]) if shown in members else 0
-    _start(width, height, f"{plane} · epoch {shown}" + (f" · mean of {count} networks ±1 sd" if count > 1 else ""))
+    _start(width, height, f"{plane} · epoch {shown}" + (f" · mean of {count} networks ±1 sd" if count > 1 else "")
+           + (" · zoomed (0 resets)" if options.zoomed else ""))
     plt.xlabel("I(X;T), bits")
     plt.ylabel("I(T;Y), bits")
-    member_x = [v for e in members for row in members[e][0] for v in row]
-    member_y = [v for e in members for row in members[e][1] for v in row]
-    x_max = max([view.h_x or 0.0, *member_x] + [max(points[e][0]) for e in epochs]) * 1.05 or 1.0
-    y_max = max([view.h_y or 0.0, *member_y] + [max(points[e][1]) for e in epochs]) * 1.08 or 1.0
-    plt.xlim(0, x_max)
-    plt.ylim(0, y_max)
-    plt.xticks(*round_ticks(x_max))
-    plt.yticks(*round_ticks(y_max))
+    set_limits(*plane_extent([view], plane), options)
     if view.h_x:
         plt.vline(view.h_x, "gray")
     if view.h_y:
         plt.hline(view.h_y, "gray")
     n_layers = len(points[epochs[0]][0])
+    visible = options.visible(n_layers)
     partner = view.planes.get(BAND_PARTNER.get(plane, ""), {})
     if partner:  # the other KDE bound, grey; joined to this one at the shown epoch
-        for layer in range(n_layers):
+        for layer in visible:
             plt.scatter([partner[e][0][layer] for e in sorted(partner)], [partner[e][1][layer] for e in sorted(partner)],
                         color="gray", marker="dot")
             if shown in partner:
                 plt.plot([points[shown][0][layer], partner[shown][0][layer]],
                          [points[shown][1][layer], partner[shown][1][layer]], color="gray", marker="braille")
     if members:  # an ensemble: the members' spread (±1 sd of I(X;T)) along each layer's mean path
-        for layer in range(n_layers):
+        for layer in visible:
             xs, ys = [], []
             for e in epochs:
                 spread = view.spread(plane, e)
@@ -165,10 +170,10 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
             if xs:
                 plt.scatter(xs, ys, color="gray", marker="dot")
         if shown in members:  # every member's own point at the shown epoch
-            plt.scatter([v for row in members[shown][0] for v in row], [v for row in members[shown][1] for v in row],
-                        color="gray", marker="•")
+            plt.scatter([row[i] for row in members[shown][0] for i in visible],
+                        [row[i] for row in members[shown][1] for i in visible], color="gray", marker="•")
     colours = [decade_colour(e) for e in epochs]
-    for layer in range(n_layers):
+    for layer in visible:
         xs = [points[e][0][layer] for e in epochs]
         ys = [points[e][1][layer] for e in epochs]
         if len(xs) > 1:
@@ -177,27 +182,53 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     transitions = view.transitions()
     if len(transitions) == n_layers:  # drift→diffusion: each layer's point at its transition epoch
         marks = [(layer, min((e for e in epochs if e >= epoch), default=None))
-                 for layer, epoch in enumerate(transitions) if epoch is not None]
+                 for layer, epoch in enumerate(transitions) if epoch is not None and layer in visible]
         marks = [(layer, e) for layer, e in marks if e is not None and e <= shown]
         if marks:
             plt.scatter([points[e][0][layer] for layer, e in marks], [points[e][1][layer] for layer, e in marks],
                         color="yellow", marker="◇")
     joined = points[shown]
-    plt.plot(joined[0], joined[1], color=NOW_COLOUR, marker="·")  # the layers at the shown epoch, dotted
-    for layer in range(n_layers):
+    plt.plot([joined[0][i] for i in visible], [joined[1][i] for i in visible], color=NOW_COLOUR, marker="·")  # the layers at the shown epoch, dotted
+    for layer in visible:
         plt.scatter([joined[0][layer]], [joined[1][layer]], color="white",
                     marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
     return plt.build()
 
 
-def round_ticks(high: float, target: int = 5) -> tuple[list[float], list[str]]:
-    """Round tick values (1, 2 or 5 × 10^k steps) from 0 to ``high``, and their labels."""
-    if not math.isfinite(high) or high <= 0:
-        return [0.0], ["0"]
-    raw = high / target
+def plane_extent(views: list[RunView], plane: str) -> tuple[float, float]:
+    """The whole plane's axis ranges (0 to these, bits): H(X), H(Y) and every point of ``plane`` in
+    ``views`` (ensemble members too), with a margin."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for view in views:
+        xs.append(view.h_x or 0.0)
+        ys.append(view.h_y or 0.0)
+        for ixt, ity in view.planes.get(plane, {}).values():
+            xs += ixt
+            ys += ity
+        for ixt, ity in view.members.get(plane, {}).values():
+            xs += [v for row in ixt for v in row]
+            ys += [v for row in ity for v in row]
+    return (max(xs, default=0.0) * 1.05 or 1.0), (max(ys, default=0.0) * 1.08 or 1.0)
+
+
+def set_limits(x_max: float, y_max: float, options: PlaneOptions) -> None:
+    """The plane's axes: 0 to the extent, or the zoomed ranges; round ticks either way."""
+    (x0, x1), (y0, y1) = options.x or (0.0, x_max), options.y or (0.0, y_max)
+    plt.xlim(x0, x1)
+    plt.ylim(y0, y1)
+    plt.xticks(*round_ticks(x1, low=x0))
+    plt.yticks(*round_ticks(y1, low=y0))
+
+
+def round_ticks(high: float, target: int = 5, low: float = 0.0) -> tuple[list[float], list[str]]:
+    """Round tick values (1, 2 or 5 × 10^k steps) from ``low`` (0) to ``high``, and their labels."""
+    if not (math.isfinite(high) and math.isfinite(low)) or high <= low:
+        return [low if math.isfinite(low) else 0.0], ["0"]
+    raw = (high - low) / target
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    ticks = [i * step for i in range(int(high / step) + 1)]
+    ticks = [i * step for i in range(math.ceil(low / step), math.floor(high / step) + 1)]
     digits = max(0, -math.floor(math.log10(step)))
     return ticks, [f"{t:.{digits}f}" for t in ticks]
 
@@ -207,10 +238,12 @@ def _cell(value: float, cap: float | None) -> str:
     return text + ("▲" if cap is not None and value >= cap - 1e-6 else " ")
 
 
-def plane_key(view: RunView, plane: str, cursor: int | None = None) -> Text:
-    """What the plane shows, outside the plot: per layer its marker, name and the numbers at the
-    shown epoch (bits; KDE: the other bound beside; ensembles: mean ± sd; ▲ at a cap), the epoch
-    colour scale, and every overlay named."""
+def plane_key(view: RunView, plane: str, cursor: int | None = None, options: PlaneOptions | None = None) -> Text:
+    """What the plane shows, outside the plot: per layer its key (1–9 hide or show it), marker, name
+    and the numbers at the shown epoch (bits; KDE: the other bound beside; ensembles: mean ± sd;
+    ▲ at a cap; a hidden layer struck through), the epoch colour scale, every overlay named, and
+    the zoomed ranges."""
+    options = options or PlaneOptions()
     text = Text(no_wrap=True, overflow="ellipsis")
     points = view.planes.get(plane)
     shown = shown_epoch(view, plane, cursor)
@@ -222,11 +255,18 @@ def plane_key(view: RunView, plane: str, cursor: int | None = None) -> Text:
     partner = view.planes.get(partner_name, {}).get(shown)
     spread = view.spread(plane, shown)
     names = view.layers if len(view.layers) == len(ixt) else [f"L{i + 1}" for i in range(len(ixt))]
-    text.append(f"epoch {shown} · bits", style="bold")
-    text.append(("   I(X;T)±sd  I(T;Y)" if spread is not None else "   I(X;T)  I(T;Y)")
+    text.append(f"epoch {shown} · bits\n", style="bold")
+    text.append(" " * 13 + ("I(X;T)±sd   I(T;Y)" if spread is not None else "I(X;T)  I(T;Y)")
                 + (f"  {partner_name}" if partner is not None else "") + "\n", style="dim")
     for layer, name in enumerate(names):
-        text.append(f"{LAYER_MARKERS[layer % len(LAYER_MARKERS)]} ", style="bold")
+        hidden = layer in options.hidden
+        row = "dim strike" if hidden else ""
+        text.append(f"{layer + 1 if layer < 9 else ' '} ", style="dim")
+        text.append(f"{LAYER_MARKERS[layer % len(LAYER_MARKERS)]} ", style="dim" if hidden else "bold")
+        if hidden:  # off the plane: its name, struck through, and no numbers
+            text.append(f"{name[:9]:9s}", style=row)
+            text.append("  hidden\n", style="dim")
+            continue
         text.append(f"{name[:9]:9s} {_cell(ixt[layer], view.h_x)}")
         if spread is not None:
             text.append(f"±{spread[0][layer]:<4.2f}", style="dim")
@@ -234,12 +274,7 @@ def plane_key(view: RunView, plane: str, cursor: int | None = None) -> Text:
         if partner is not None:
             text.append(f" {partner[0][layer]:5.2f},{partner[1][layer]:.2f}", style="dim")
         text.append("\n")
-    text.append("epoch ", style="dim")
-    for index in range(len(EPOCH_DECADES)):
-        r, g, b = ramp_at(index / (len(EPOCH_DECADES) - 1))
-        text.append("■", style=f"rgb({r},{g},{b})")
-        text.append(f"{decade_label(index)} ", style="dim")
-    text.append("(log)\n", style="dim")
+    epoch_scale(text, max(points))
     text.append("··· ", style="grey62")
     text.append("the layers at the shown epoch\n", style="dim")
     if view.h_x or view.h_y:
@@ -256,7 +291,27 @@ def plane_key(view: RunView, plane: str, cursor: int | None = None) -> Text:
                     + (f" (noise floor {floor:.2f})" if floor else "") + "\n", style="dim")
     if any(v >= (view.h_x or math.inf) - 1e-6 for v in ixt) or any(v >= (view.h_y or math.inf) - 1e-6 for v in ity):
         text.append("▲ at its cap (H(X) or H(Y)): saturated\n", style="dim")
+    zoom_note(text, options)
     return text
+
+
+def epoch_scale(text: Text, last: int, note: str = "(log)") -> None:
+    """The epoch colour scale as a key line: the absolute decades (``EPOCH_DECADES``) up to the one
+    holding ``last``, each in its colour (the colours never depend on the run)."""
+    text.append("epoch ", style="dim")
+    for index in range(decade(last) + 1):
+        r, g, b = ramp_at(index / (len(EPOCH_DECADES) - 1))
+        text.append("■", style=f"rgb({r},{g},{b})")
+        text.append(f"{decade_label(index)} ", style="dim")
+    text.append(note + "\n", style="dim")
+
+
+def zoom_note(text: Text, options: PlaneOptions) -> None:
+    if options.zoomed:
+        (x0, x1), (y0, y1) = options.x or (0, math.nan), options.y or (0, math.nan)
+        text.append("zoomed: ", style="bold yellow")
+        text.append((f"I(X;T) {x0:.2f}–{x1:.2f} " if options.x else "") + (f"I(T;Y) {y0:.2f}–{y1:.2f} " if options.y else "")
+                    + "bits (0 resets)\n", style="dim")
 
 
 FAMILY_COLOURS = ("cyan", "green", "yellow", "magenta", "red", "blue", "orange", "white")
@@ -293,39 +348,241 @@ def family_figure(view: RunView, family: str, layer: int, width: int, height: in
     return plt.build()
 
 
-def schedule_figure(view: RunView, width: int, height: int) -> str:
-    """Measured epochs (x) against the skip to the next measurement (y)."""
+CURSOR_COLOUR = "white"
+
+
+def _cursor_line(cursor: int | None, top: float, log_epochs: bool = False) -> None:
+    """The cursor epoch as a vertical line from 0 to ``top`` (curves and schedule), drawn over the
+    data (plotext's own vline is drawn under it and vanishes where a curve passes)."""
+    if cursor is not None and (cursor > 0 or not log_epochs):
+        plt.plot([cursor, cursor], [0, top], color=CURSOR_COLOUR, marker="│")
+
+
+def _log_epoch_axis(last: float) -> None:
+    """A logarithmic epoch axis with round ticks (1, 10, 100, …)."""
+    plt.xscale("log")
+    ticks = [10 ** k for k in range(0, 8) if 10 ** k <= max(last, 1)]
+    plt.xticks(ticks, [decade_label(decade(t)) if t >= 1000 else str(t) for t in ticks])
+
+
+def schedule_figure(view: RunView, width: int, height: int, cursor: int | None = None) -> str:
+    """Measured epochs (x) against the skip to the next measurement (y), with the cursor epoch."""
     epochs, skips = view.schedule_points()
     if not skips:
         return empty_figure(width, height, "schedule: no gaps yet")
-    _start(width, height, f"schedule · {len(epochs)} measured")
+    _start(width, height, ("epochs until next measurement", "epochs to next measurement", "epochs to next"))
     plt.xlabel("epoch")
-    plt.ylabel("epochs to next")
     plt.scatter(epochs[:-1], skips, color="cyan", marker="braille")
     plt.xlim(0, max(epochs[-1], 1))
+    plt.xticks(*round_ticks(max(epochs[-1], 1), 4))
+    plt.yticks(*round_ticks(max(skips) * 1.1 + 1, 3))
     plt.ylim(0, max(skips) * 1.1 + 1)
+    _cursor_line(cursor, max(skips) * 1.1 + 1)
     return plt.build()
 
 
-def curves_figure(view: RunView, width: int, height: int) -> str:
-    """Training loss and train/test accuracy per epoch (at most ~width·2 points each)."""
+def curve_series(view: RunView, width: int) -> tuple[list[float], dict[str, list[float]]]:
+    """(epochs, {train_loss, train_acc, test_acc}) of a run, at most ~2·width points each: the
+    per-epoch curves, or the measured epochs' values when there are none."""
     c = view.curves
     if not c["epoch"]:
         measured = [(e, view.measures[e]) for e in view.epochs]
-        if not measured:
-            return empty_figure(width, height, "curves: no epochs yet")
-        xs = [e for e, _ in measured]
-        series = {k: [_number(m.get(k)) for _, m in measured] for k in ("train_loss", "train_acc", "test_acc")}
-    else:
-        stride = max(1, len(c["epoch"]) // max(2 * width, 1))
-        xs = c["epoch"][::stride]
-        series = {k: c[k][::stride] for k in ("train_loss", "train_acc", "test_acc")}
-    _start(width, height, "loss (nats) · accuracy")
-    plt.xlabel("epoch")
+        xs = [float(e) for e, _ in measured]
+        return xs, {k: [_number(m.get(k)) for _, m in measured] for k in ("train_loss", "train_acc", "test_acc")}
+    stride = max(1, len(c["epoch"]) // max(2 * width, 1))
+    return c["epoch"][::stride], {k: c[k][::stride] for k in ("train_loss", "train_acc", "test_acc")}
+
+
+def _finite_pairs(xs: list[float], ys: list[float], log_epochs: bool) -> tuple[list[float], list[float]]:
+    pairs = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y) and (x > 0 or not log_epochs)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def curves_figure(view: RunView, width: int, height: int, cursor: int | None = None, log_epochs: bool = False) -> str:
+    """Training loss (nats) and train/test accuracy per epoch (at most ~width·2 points each), the
+    cursor epoch as a line; ``log_epochs`` puts the epochs on a log scale."""
+    xs, series = curve_series(view, width)
+    if not xs:
+        return empty_figure(width, height, "curves: no epochs yet")
+    _start(width, height, ("loss (nats) red · accuracy: train green, test orange",
+                           "loss (nats) red · accuracy green, test orange", "loss (nats) red · accuracy green",
+                           "loss (nats) · accuracy"))
+    plt.xlabel("epoch, log scale" if log_epochs else "epoch")
     for key, colour in (("train_loss", "red"), ("train_acc", "green"), ("test_acc", "orange")):
-        pairs = [(x, y) for x, y in zip(xs, series[key]) if y is not None and math.isfinite(y)]
-        if pairs:
-            plt.plot([p[0] for p in pairs], [p[1] for p in pairs], color=colour, marker="braille",
-                     label=key.replace("_", " "))
-    plt.ylim(0, max(1.0, max((v for v in series["train_loss"] if v is not None and math.isfinite(v)), default=1.0)))
+        px, py = _finite_pairs(xs, series[key], log_epochs)
+        if px:
+            plt.plot(px, py, color=colour, marker="braille")
+    if log_epochs:
+        _log_epoch_axis(max(xs))
+    else:
+        plt.xticks(*round_ticks(max(max(xs), 1), 4))
+    top = max(1.0, max((v for v in series["train_loss"] if v is not None and math.isfinite(v)), default=1.0))
+    _cursor_line(cursor, top, log_epochs)
+    plt.ylim(0, top)
     return plt.build()
+
+
+# ---------------------------------------------------------------------------- several runs on one plane
+RUN_HUES = RUN_COLOURS  # each compared run's hue, the same as in the exported figures
+
+
+def run_hue(index: int) -> tuple[int, int, int]:
+    return RUN_HUES[index % len(RUN_HUES)]
+
+
+def run_letter(index: int) -> str:
+    return RUN_LETTERS[index % len(RUN_LETTERS)]
+
+
+def compare_figure(views: list[RunView], plane: str, width: int, height: int, cursor: int | None = None,
+                   options: PlaneOptions | None = None) -> str:
+    """Several runs on one information plane (bits), on shared axes and one absolute epoch scale:
+    each run's layers are paths in the run's own hue (``RUN_HUES``), each layer with its own marker
+    at every measured point, coloured by the epoch's decade (as ``plane_figure``); every run's layers
+    at the shown epoch (the cursor's, the same epoch for every run) are joined and drawn in its hue.
+    ``compare_key`` names runs, layers and marks outside the plot."""
+    options = options or PlaneOptions()
+    drawn = [(i, v) for i, v in enumerate(views) if v.planes.get(plane)]
+    if not drawn:
+        return empty_figure(width, height, f"{plane or 'plane'}: no run has measured it yet")
+    shown = [shown_epoch(v, plane, cursor) for _, v in drawn]
+    at = f"epoch {cursor}" if cursor is not None else f"latest epoch ({max(e for e in shown if e is not None)})"
+    _start(width, height, f"{plane} · {len(drawn)} runs · {at}" + (" · zoomed (0 resets)" if options.zoomed else ""))
+    plt.xlabel("I(X;T), bits")
+    plt.ylabel("I(T;Y), bits")
+    set_limits(*plane_extent([v for _, v in drawn], plane), options)
+    h_x = max((v.h_x or 0.0 for _, v in drawn), default=0.0)
+    h_y = max((v.h_y or 0.0 for _, v in drawn), default=0.0)
+    if h_x:
+        plt.vline(h_x, "gray")
+    if h_y:
+        plt.hline(h_y, "gray")
+    for (index, view), epoch in zip(drawn, shown):
+        points = view.planes[plane]
+        epochs = sorted(points)
+        hue = run_hue(index)
+        visible = options.visible(len(points[epochs[0]][0]))
+        colours = [decade_colour(e) for e in epochs]
+        for layer in visible:
+            xs = [points[e][0][layer] for e in epochs]
+            ys = [points[e][1][layer] for e in epochs]
+            if len(xs) > 1:
+                plt.plot(xs, ys, color=hue, marker="braille")
+            plt.scatter(xs, ys, color=colours, marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
+        joined = points[epoch]
+        plt.plot([joined[0][i] for i in visible], [joined[1][i] for i in visible], color=hue, marker="·")
+        for layer in visible:
+            plt.scatter([joined[0][layer]], [joined[1][layer]], color=hue,
+                        marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
+    return plt.build()
+
+
+def compare_key(views: list[RunView], plane: str, cursor: int | None = None,
+                options: PlaneOptions | None = None) -> Text:
+    """The compare plane's key, outside the plot: the shown epoch, then per layer (its key 1–9
+    hides it) its marker, name and every run's I(X;T) and I(T;Y) in bits at that epoch, in the
+    run's column (its letter and hue, named in the header), the epoch scale and the marks."""
+    options = options or PlaneOptions()
+    text = Text(no_wrap=True, overflow="ellipsis")
+    shown = [shown_epoch(v, plane, cursor) for v in views]
+    if all(e is None for e in shown):
+        text.append("no measured epoch yet", style="dim")
+        return text
+    width = max((len(v.planes[plane][e][0]) for v, e in zip(views, shown) if e is not None), default=0)
+    names = next((v.layers for v in views if len(v.layers) == width), [f"L{i + 1}" for i in range(width)])
+    epochs = sorted({e for e in shown if e is not None})
+    if len(epochs) == 1:
+        text.append(f"epoch {epochs[0]} · bits: X;T is I(X;T), Y;T is I(T;Y)\n", style="bold")
+    else:  # the runs' last measured epochs at (or before) the cursor differ
+        text.append("epochs " + " ".join(f"{run_letter(i)} {e if e is not None else '–'}" for i, e in enumerate(shown))
+                    + " · bits: X;T is I(X;T), Y;T is I(T;Y)\n", style="bold")
+    text.append(f"{'layer':10s}", style="dim")
+    for index in range(len(views)):
+        r, g, b = run_hue(index)
+        text.append(f" {run_letter(index)}:X;T Y;T", style=f"bold rgb({r},{g},{b})")
+    text.append("\n")
+    for layer, name in enumerate(names):
+        hidden = layer in options.hidden
+        text.append(f"{layer + 1 if layer < 9 else ' '}", style="dim")
+        text.append(f"{LAYER_MARKERS[layer % len(LAYER_MARKERS)]} ", style="dim" if hidden else "bold")
+        text.append(f"{name[:7]:7s}", style="dim strike" if hidden else "")
+        if hidden:
+            text.append("  hidden\n", style="dim")
+            continue
+        for view, epoch in zip(views, shown):
+            values = view.planes[plane][epoch] if epoch is not None else None
+            if values is None or layer >= len(values[0]):
+                text.append(f" {'–':>4s} {'–':>4s}", style="dim")
+            else:
+                text.append(f" {values[0][layer]:4.1f} {values[1][layer]:4.2f}")
+        text.append("\n")
+    epoch_scale(text, max((max(v.planes[plane]) for v in views if v.planes.get(plane)), default=0), "(log)")
+    text.append("a run's paths in its colour; ··· its layers at the shown epoch\n", style="dim")
+    h_x = max((v.h_x or 0.0 for v in views), default=0.0)
+    h_y = max((v.h_y or 0.0 for v in views), default=0.0)
+    if h_x or h_y:
+        text.append(f"│ H(X) = {h_x:.2f}  ─ H(Y) = {h_y:.2f}\n", style="dim")
+    zoom_note(text, options)
+    return text
+
+
+def compare_curves_figure(views: list[RunView], width: int, height: int, cursor: int | None = None,
+                          log_epochs: bool = False) -> str:
+    """Every run's training loss (nats, a line) and test accuracy (dots) in the run's hue, on one
+    epoch axis, with the cursor epoch."""
+    series = [curve_series(v, width) for v in views]
+    if not any(xs for xs, _ in series):
+        return empty_figure(width, height, "curves: no epochs yet")
+    _start(width, height, ("loss (nats): lines · test accuracy: dots", "loss (nats) ─ · test acc •"))
+    plt.xlabel("epoch, log scale" if log_epochs else "epoch")
+    top = 1.0
+    for index, (xs, values) in enumerate(series):
+        hue = run_hue(index)
+        px, py = _finite_pairs(xs, values["train_loss"], log_epochs)
+        if px:
+            plt.plot(px, py, color=hue, marker="braille")
+            top = max(top, max(py))
+        px, py = _finite_pairs(xs, values["test_acc"], log_epochs)
+        if px:
+            plt.scatter(px, py, color=hue, marker="•")
+    last = max((max(xs) for xs, _ in series if xs), default=1)
+    if log_epochs:
+        _log_epoch_axis(last)
+    else:
+        plt.xticks(*round_ticks(max(last, 1), 4))
+    _cursor_line(cursor, top, log_epochs)
+    plt.ylim(0, top)
+    return plt.build()
+
+
+def compare_header(views: list[RunView], configs: list[dict]) -> Text:
+    """One line per run for the compare screen's header: its letter in its hue, its name and the
+    configuration values that differ between the compared runs (only those)."""
+    from ibtui.tui.state import config_diff
+
+    diff = config_diff(configs) if all(configs) else {}
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for index, view in enumerate(views):
+        r, g, b = run_hue(index)
+        text.append(f"{run_letter(index)} ━━ ", style=f"bold rgb({r},{g},{b})")
+        text.append(view.title or "run", style="bold")
+        text.append(f" · {view.status}", style="dim")
+        if diff:
+            text.append("  " + "  ".join(f"{key}={_value(values[index])}" for key, values in diff.items()))
+        text.append("\n")
+    if not all(configs):
+        text.append("(a run has no readable config.toml: no configuration diff)", style="dim")
+    elif not diff:
+        text.append("the same configuration", style="dim")
+    else:
+        text.append("only the setting that differs" if len(diff) == 1 else f"only the {len(diff)} settings that differ",
+                    style="dim")
+    return text
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)

@@ -66,6 +66,7 @@ class RunView:
     _last_epoch_at: float | None = None  # time of the latest epoch event
     _run: Run | None = None  # the run directory being replayed (``load_run``)
     _warned: int = 0  # reader warnings already logged
+    shown_plane: str | None = None  # the plane the screen shows: the log's lines are about it
 
     # ------------------------------------------------------------------ derived
     @property
@@ -250,11 +251,10 @@ class RunView:
             n = len(next(iter(self.planes.values()))[epoch][0])
             self.layers = [f"layer {i + 1}" for i in range(n)]
         self.epochs_done = max(self.epochs_done, epoch)
-        best = self.plane_names[0] if self.plane_names else None
-        if best and best in self.planes and epoch in self.planes[best]:
-            ixt, ity = self.planes[best][epoch]
-            self.add_log(f"epoch {epoch}: {best} last hidden I(X;T)={ixt[-2 if len(ixt) > 1 else -1]:.2f} "
-                         f"I(T;Y)={ity[-2 if len(ity) > 1 else -1]:.2f}")
+        shown = self.shown_plane if self.shown_plane in record.planes else None
+        shown = shown or (self.plane_names[0] if self.plane_names else None)
+        if shown and shown in self.planes and epoch in self.planes[shown]:
+            self.add_log(measure_line(self, shown, epoch))
 
     # ------------------------------------------------------------------ replay
     @classmethod
@@ -372,6 +372,16 @@ class RunView:
                 self.grad_epochs = [int(e) for e in arrays["epoch"]]
                 self.grad_mean, self.grad_std = mean.tolist(), std.tolist()
         self._warn()
+
+
+def measure_line(view: RunView, plane: str, epoch: int) -> str:
+    """The log's line for a measured epoch, about the plane on screen: its name in words and the
+    last hidden layer's numbers in bits."""
+    ixt, ity = view.planes[plane][epoch]
+    layer = len(ixt) - 2 if len(ixt) > 1 else 0
+    name = view.layers[layer] if len(view.layers) == len(ixt) else f"layer {layer + 1}"
+    return (f"epoch {epoch} · {plane} ({plane_words(plane)}): {name} I(X;T) {ixt[layer]:.2f} bits, "
+            f"I(T;Y) {ity[layer]:.2f} bits")
 
 
 def _width(event: dict[str, Any]) -> int:
@@ -539,3 +549,160 @@ def sweep_row(path: Path) -> dict[str, Any]:
     return {"id": path.name, "path": str(path), "status": f"sweep {done}/{len(names)} done",
             "preset": str(spec.get("preset", "?")), "created": str(spec.get("created", "")),
             "epochs": f"{len(names)} cells"}
+
+
+# ---------------------------------------------------------------------------- what a plane shows
+# The reader's choices of how to look at a plane (layers shown, zoom, log epochs): state kept
+# outside the widgets, changed by pure functions the screens call.
+
+
+@dataclass(frozen=True)
+class PlaneOptions:
+    """Which layers are hidden (indices), the zoomed axis ranges in bits (None: the whole plane) and
+    whether the curves' epoch axis is logarithmic."""
+
+    hidden: frozenset = frozenset()
+    x: tuple[float, float] | None = None
+    y: tuple[float, float] | None = None
+    log_epochs: bool = False
+
+    @property
+    def zoomed(self) -> bool:
+        return self.x is not None or self.y is not None
+
+    def visible(self, n_layers: int) -> list[int]:
+        return [i for i in range(n_layers) if i not in self.hidden]
+
+
+def toggle_layer(options: PlaneOptions, layer: int, n_layers: int) -> PlaneOptions:
+    """Hide ``layer`` or show it again; the last visible layer stays (an empty plane says nothing),
+    and a layer the run does not have changes nothing."""
+    if not 0 <= layer < n_layers:
+        return options
+    hidden = set(options.hidden) ^ {layer}
+    if len([i for i in range(n_layers) if i not in hidden]) == 0:
+        return options
+    return PlaneOptions(frozenset(hidden), options.x, options.y, options.log_epochs)
+
+
+def _axis(current: tuple[float, float] | None, full: float) -> tuple[float, float]:
+    return current if current is not None else (0.0, full)
+
+
+def zoom(options: PlaneOptions, full_x: float, full_y: float, factor: float) -> PlaneOptions:
+    """Zoom by ``factor`` (0.5: twice as close; 2: twice as far) about the centre of what is shown
+    now; zooming out to the whole plane (or beyond) resets it."""
+    ranges = []
+    for current, full in ((options.x, full_x), (options.y, full_y)):
+        low, high = _axis(current, full)
+        centre, half = (low + high) / 2, (high - low) * factor / 2
+        ranges.append((centre - half, centre + half))
+    if all(high - low >= full - 1e-12 for (low, high), full in zip(ranges, (full_x, full_y))):
+        return PlaneOptions(options.hidden, None, None, options.log_epochs)
+    return PlaneOptions(options.hidden, ranges[0], ranges[1], options.log_epochs)
+
+
+def pan(options: PlaneOptions, full_x: float, full_y: float, dx: float, dy: float) -> PlaneOptions:
+    """Move a zoomed view by ``dx``, ``dy`` of its own width and height (nothing when not zoomed)."""
+    if not options.zoomed:
+        return options
+    (x0, x1), (y0, y1) = _axis(options.x, full_x), _axis(options.y, full_y)
+    sx, sy = (x1 - x0) * dx, (y1 - y0) * dy
+    return PlaneOptions(options.hidden, (x0 + sx, x1 + sx), (y0 + sy, y1 + sy), options.log_epochs)
+
+
+def reset_zoom(options: PlaneOptions) -> PlaneOptions:
+    return PlaneOptions(options.hidden, None, None, options.log_epochs)
+
+
+def toggle_log_epochs(options: PlaneOptions) -> PlaneOptions:
+    return PlaneOptions(options.hidden, options.x, options.y, not options.log_epochs)
+
+
+def parse_axis_range(text: str, options: PlaneOptions) -> PlaneOptions:
+    """Axis ranges typed by the reader, in bits: ``x=0:6 y=0:1`` (either or both, spaces or commas
+    between; ``..`` works for ``:``); an empty text or ``reset`` shows the whole plane. ValueError
+    with a message for anything else."""
+    text = text.strip().lower()
+    if text in ("", "reset", "all", "full"):
+        return reset_zoom(options)
+    ranges: dict[str, tuple[float, float]] = {}
+    for part in text.replace(",", " ").split():
+        axis, eq, span = part.partition("=")
+        low, sep, high = span.replace("..", ":").partition(":")
+        if axis not in ("x", "y") or not eq or not sep:
+            raise ValueError(f"{part!r}: write x=LOW:HIGH and/or y=LOW:HIGH (bits), e.g. x=0:6 y=0:1")
+        try:
+            lo, hi = float(low), float(high)
+        except ValueError:
+            raise ValueError(f"{part!r}: LOW and HIGH must be numbers (bits)") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"{part!r}: needs finite LOW < HIGH")
+        ranges[axis] = (lo, hi)
+    if not ranges:
+        raise ValueError("write x=LOW:HIGH and/or y=LOW:HIGH (bits), e.g. x=0:6 y=0:1")
+    return PlaneOptions(options.hidden, ranges.get("x", options.x), ranges.get("y", options.y), options.log_epochs)
+
+
+PLANE_WORDS = {
+    "binning": "binning by bin size",
+    "binning_fixed": "binning into equal-width bins",
+    "binning_adaptive": "binning into equal-mass bins",
+    "discrete": "exact plug-in (discrete layers)",
+    "kde_upper": "KDE upper bound",
+    "kde_lower": "KDE lower bound",
+    "noisy_mc": "noisy network, Monte Carlo",
+    "gaussian": "Gaussian (log-det)",
+    "ksg": "k-nearest neighbours (KSG)",
+    "lga": "local Gaussian",
+    "gae": "geometric adaptive",
+    "infonce": "InfoNCE lower bound",
+}
+
+
+def plane_words(name: str) -> str:
+    """A plane's name in words for the log and the status: ``binning_fixed`` is "binning into
+    equal-width bins", ``binning~sgd`` adds "weights as if random (SGD)", an analysis
+    ``binning_fixed[bins=8]`` adds "re-analysis bins=8"."""
+    base, bracket, rest = name.partition("[")
+    base, tilde, pool = base.partition("~")
+    words = PLANE_WORDS.get(base, base)
+    if tilde:
+        words += f", weights as if random ({pool or 'pooled'})"
+    if bracket:
+        words += f", re-analysis {rest.rstrip(']')}"
+    return words
+
+
+def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"activation": "relu"}}`` → ``{"model.activation": "relu"}`` (lists kept whole)."""
+    if not isinstance(config, dict):
+        return {prefix: config} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten_config(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+IGNORED_IN_DIFF = ("description", "store.runs_dir")
+
+
+def config_diff(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The configuration keys whose values differ between runs (dotted names, in the first run's
+    order, then the others'), each with every run's value (None where a run lacks the key). The
+    description and where the runs were stored are left out."""
+    flat = [flatten_config(c) for c in configs]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    return {k: [f.get(k) for f in flat] for k in keys
+            if k not in IGNORED_IN_DIFF and len({repr(f.get(k)) for f in flat}) > 1}
+
+
+def run_config(view: RunView) -> dict[str, Any]:
+    """A replayed run's resolved configuration (config.toml), or {} when it has none or it is unreadable."""
+    if view._run is None:
+        return {}
+    try:
+        return view._run.config
+    except (OSError, UserError):
+        return {}

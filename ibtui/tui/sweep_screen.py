@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ibtui.tui.plots import empty_figure, plane_figure
-from ibtui.tui.run_screen import FOLLOW_S, RunScreen
+from ibtui.tui.run_screen import FOLLOW_S, CompareScreen, RunScreen
 from ibtui.tui.state import SweepCell, SweepView
 from ibtui.tui.widgets import PlotView
 
@@ -32,6 +32,8 @@ class SweepScreen(Screen):
 
     BINDINGS = [
         Binding("o", "open_cell", "Open cell"),
+        Binding("m", "mark_cell", "Mark cell"),
+        Binding("c", "compare", "Compare marked cells (all when none)"),
         Binding("p", "next_plane", "Estimator"),
         Binding("r", "refresh", "Refresh"),
         Binding("escape", "back", "Back"),
@@ -41,6 +43,7 @@ class SweepScreen(Screen):
         super().__init__()
         self.view = view
         self.plane = view.plane_names[0] if view.plane_names else ""
+        self.marked: list[str] = []  # cell names, in the order they were marked
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -81,7 +84,7 @@ class SweepScreen(Screen):
         for index, cell in enumerate(self.view.cells):
             peak, final = self.view.peak_and_final(cell, self.plane)
             drop = None if peak is None or final is None else peak - final
-            table.add_row(str(index), *(str(cell.overrides.get(k, "")) for k, _ in self.view.grid), cell.status,
+            table.add_row(f"{index}{'*' if cell.name in self.marked else ''}", *(str(cell.overrides.get(k, "")) for k, _ in self.view.grid), cell.status,
                           "–" if cell.attempts is None else str(cell.attempts), fmt(cell.test_acc, 3),
                           fmt(peak), fmt(final), fmt(drop), key=cell.name)
         if row is not None and self.view.cells:
@@ -115,6 +118,25 @@ class SweepScreen(Screen):
             self.notify("this cell has not started yet", severity="warning")
             return
         self.app.push_screen(RunScreen(cell.view))
+
+    def action_mark_cell(self) -> None:
+        cell = self.selected()
+        if cell is None:
+            return
+        if cell.name in self.marked:
+            self.marked.remove(cell.name)
+        else:
+            self.marked.append(cell.name)
+        self.fill_table()
+
+    def action_compare(self) -> None:
+        """The marked cells (every started cell when none is marked) overlaid on one plane."""
+        chosen = [c for name in self.marked for c in self.view.cells if c.name == name] or self.view.cells
+        views = [c.view for c in chosen if c.view is not None]
+        if len(views) < 2:
+            self.notify("mark two started cells with m first", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(views))
 
     def action_next_plane(self) -> None:
         names = self.view.plane_names

@@ -11,7 +11,8 @@ from textual.containers import Grid, VerticalScroll
 from textual.screen import ModalScreen
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
 
 
 class PlotView(Widget):
@@ -99,3 +100,58 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """Pick one of ``choices`` (id, shown text) from a list; dismisses with the id, None on escape."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "Close")]
+
+    def __init__(self, title: str, choices: list[tuple[str, str]], current: str | None = None) -> None:
+        super().__init__()
+        self.heading = title
+        self.choices = choices
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="choice-box"):
+            yield Label(Text(self.heading), classes="section")
+            yield OptionList(*(Option(Text(shown), id=str(i)) for i, (_, shown) in enumerate(self.choices)),
+                             id="choices")
+
+    def on_mount(self) -> None:
+        options = self.query_one("#choices", OptionList)
+        ids = [choice for choice, _ in self.choices]
+        if self.current in ids:
+            options.highlighted = ids.index(self.current)
+        options.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.choices[int(event.option.id or 0)][0])
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class AskScreen(ModalScreen[str | None]):
+    """One line of text (e.g. axis ranges); dismisses with it on Enter, None on escape."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "Close")]
+
+    def __init__(self, question: str, value: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.question, self.value, self.placeholder = question, value, placeholder
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="ask-box"):
+            yield Label(Text(self.question))
+            yield Input(self.value, placeholder=self.placeholder, id="answer")
+
+    def on_mount(self) -> None:
+        self.query_one("#answer", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
