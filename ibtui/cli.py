@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from ibtui.errors import UserError
@@ -436,9 +436,12 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
     if not quiet and not err.is_terminal:
         plain = PlainProgress(lambda line: err.out(line, highlight=False), title, epochs, eta,
                               every_s=every_s)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
-        RateColumn(), EtaColumn(), TextColumn("{task.fields[mi]}"),
+    progress = Progress(  # at 80 columns: the label shortened, then the ETA before the MI values
+        TextColumn("[bold]{task.description}", table_column=Column(max_width=24, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=10),
+        TextColumn("epoch {task.completed:.0f}/{task.total:.0f}", table_column=Column(no_wrap=True)),
+        RateColumn(table_column=Column(no_wrap=True)), EtaColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[mi]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
         console=err, disable=quiet or plain is not None, transient=False, refresh_per_second=4,
     )
     task = progress.add_task(escape(title), total=max(epochs, 1), mi="", eta=None)
@@ -462,7 +465,7 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
             progress.update(task, completed=event["epoch"], eta=eta.seconds())
         elif kind == "measure":
             progress.update(task, completed=max(progress.tasks[0].completed, event["epoch"]), eta=eta.seconds(),
-                            mi=escape(measure_text(event, layer_names)))
+                            mi=escape(measure_text(event, layer_names, compact=True)))
         if plain is not None:
             plain.on_event(event)
 
