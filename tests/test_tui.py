@@ -1022,3 +1022,32 @@ def test_a_live_views_eta_counts_the_measurements_its_schedule_has_left():
         view.apply(event)
     assert view.epochs_done == 3 and view.epochs == [0, 2]
     assert view.eta() == pytest.approx(7 * 0.5 + 4 * 2.0)  # epochs 4..10 trained, 4, 6, 8, 10 measured
+
+
+def test_resume_from_the_run_list_continues_a_stopped_run_live_to_its_end(tmp_path):
+    from conftest import StopAfter
+
+    from ibtui.engine.process import context
+
+    context()  # as run_tui does before the app starts
+    cut = execute(tiny_config(tmp_path, train={"epochs": 30}), stop=StopAfter(8))
+    assert cut["status"] == "stopped"
+
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            app.screen.query_one("#runs").focus()
+            await pilot.press("u")
+            await pilot.pause(0.2)
+            screen = app.screen
+            assert isinstance(screen, RunScreen) and screen.live and screen.view.epochs == [0, 3, 6]
+            for _ in range(600):
+                await pilot.pause(0.2)
+                if screen.view.status == "done":
+                    break
+            assert screen.view.epochs == list(range(0, 31, 3))
+            assert screen.view.curves["epoch"] == [float(e) for e in range(1, 31)]  # no epoch twice
+
+    asyncio.run(scenario())
+    assert json.loads((Path(cut["run_dir"]) / "meta.json").read_text())["status"] == "done"
