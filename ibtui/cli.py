@@ -17,10 +17,11 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from ibtui.errors import UserError
+from ibtui.runinfo import run_label
 
 app = typer.Typer(
     name="ibtui",
@@ -325,10 +326,19 @@ def run(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (= --set train.epochs=...)."),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run directories go (default: runs/)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with dataset files (MNIST IDX...)."),
+    name: Optional[str] = typer.Option(None, "--name", help="A name for the run (shown in the run list)."),
+    tags: List[str] = typer.Option([], "--tag", help="A tag (repeatable; letters, digits, _.:+=-)."),
+    note: Optional[str] = typer.Option(None, "--note", help="A one-line note kept with the run."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON summary instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    progress_every: float = typer.Option(10.0, "--progress-every", help="When stderr is not a terminal (a log): "
+                                         "a plain progress line every this many seconds."),
 ) -> None:
-    """Train and measure the information plane headless, with a progress bar; writes runs/<id>/."""
+    """Train and measure the information plane headless, with a progress bar; writes runs/<id>/.
+
+    meta.json records the settings that differ from the preset's and --name, --tag, --note; the
+    run list and the app show them ("quick · relu · 300 epochs").
+    """
     from ibtui.config import load_preset
     from ibtui.engine.runner import execute, prepare
 
@@ -339,14 +349,39 @@ def run(
              f"train.epochs={epochs}" if epochs is not None else None,
              f"store.runs_dir={json.dumps(runs_dir)}" if runs_dir is not None else None,
              f"data.data_dir={json.dumps(data_dir)}" if data_dir is not None else None]
+    if not (progress_every >= 0 and math.isfinite(progress_every)):
+        fail(f"--progress-every must be a number of seconds >= 0; got {progress_every}")
     with termination_as_interrupt():  # a stop signal from here on: exit 130, no run left `running`
         try:
             cfg = load_preset(preset, [*overrides, *(e for e in extra if e)])
+            info = recorded_info(preset, cfg, overrides, name, tags, note)
             prepared = prepare(cfg)  # device and dataset problems surface before any progress bar
         except UserError as exc:
             fail(str(exc))
-        _with_progress(cfg.preset, cfg.train.epochs,
-                       lambda on_event: execute(cfg, on_event=on_event, prepared=prepared), quiet, as_json)
+        _with_progress(run_label(cfg.preset, info["overrides"]), cfg.train.epochs,
+                       lambda on_event: execute(cfg, on_event=on_event, prepared=prepared, info=info), quiet, as_json,
+                       schedule=cfg.schedule, every_s=progress_every)
+
+
+def recorded_info(preset: str, cfg: Any, overrides: List[str], name: str | None, tags: List[str],
+                  note: str | None) -> dict[str, Any]:
+    """meta.json's name, tags, note and overrides of the preset (``ibtui.runinfo``); the config's
+    description led by the run's label when settings were overridden. UserError for a bad name, tag, note."""
+    from ibtui.config import load_preset
+    from ibtui.runinfo import described, flatten, run_info
+
+    try:
+        base = load_preset(preset).to_dict()
+    except UserError:  # a preset that loads only with the overrides: they are what differs
+        resolved = flatten(cfg.to_dict())
+        keys = [item.partition("=")[0].strip() for item in overrides]
+        base = {}
+        info = run_info({}, {}, name, tags, note)
+        info["overrides"] = {k: resolved[k] for k in keys if k in resolved}
+    else:
+        info = run_info(base, cfg.to_dict(), name, tags, note)
+    cfg.description = described(cfg.description, cfg.preset, info["overrides"])
+    return info
 
 
 @app.command()
@@ -354,46 +389,79 @@ def resume(
     run_dir: str = typer.Argument(..., help="A stopped, failed or killed run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON summary instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    progress_every: float = typer.Option(10.0, "--progress-every", help="When stderr is not a terminal (a log): "
+                                         "a plain progress line every this many seconds."),
 ) -> None:
     """Continue a run from its last checkpoint, in place (same later epochs as an uninterrupted run)."""
     from ibtui.config import config_from_dict, read_toml
     from ibtui.engine.runner import resume as resume_run
+    from ibtui.rundir.reader import read_run_meta
+    from ibtui.runinfo import clean_info
 
+    if not (progress_every >= 0 and math.isfinite(progress_every)):
+        fail(f"--progress-every must be a number of seconds >= 0; got {progress_every}")
     with termination_as_interrupt():
         try:
             cfg = config_from_dict(read_toml(Path(run_dir) / "config.toml"), source=run_dir)
+            title = run_label(cfg.preset, clean_info(read_run_meta(run_dir))["overrides"])
         except UserError as exc:
             fail(str(exc))
-        _with_progress(cfg.preset, cfg.train.epochs, lambda on_event: resume_run(run_dir, on_event=on_event), quiet,
-                       as_json)
+        _with_progress(title, cfg.train.epochs, lambda on_event: resume_run(run_dir, on_event=on_event), quiet,
+                       as_json, schedule=cfg.schedule, every_s=progress_every)
+
+
+class EtaColumn(ProgressColumn):
+    """The ETA by schedule (``ibtui.progress.Eta``), from the task's ``eta`` field."""
+
+    def render(self, task: Task) -> Text:
+        from ibtui.progress import fmt_eta
+
+        return Text(f"ETA {fmt_eta(task.fields.get('eta'))}", style="cyan")
 
 
 def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]],
-                   quiet: bool, as_json: bool) -> None:
-    """Drive ``start(on_event)`` under a progress bar, then print the summary (table or JSON)."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
-        RateColumn(), TimeRemainingColumn(), TextColumn("{task.fields[mi]}"),
-        console=err, disable=quiet, transient=False, refresh_per_second=4,
+                   quiet: bool, as_json: bool, schedule: Any = None, every_s: float = 10.0) -> None:
+    """Drive ``start(on_event)`` under a progress bar (on a terminal) or plain progress lines every
+    ``every_s`` seconds (stderr not a terminal: a log), then print the summary (table or JSON)."""
+    from ibtui.progress import Eta, PlainProgress, measure_text
+
+    eta = Eta(epochs, schedule)
+    plain = None
+    if not quiet and not err.is_terminal:
+        plain = PlainProgress(lambda line: err.out(line, highlight=False), title, epochs, eta,
+                              every_s=every_s)
+    progress = Progress(  # at 80 columns: the label shortened, then the ETA before the MI values
+        TextColumn("[bold]{task.description}", table_column=Column(max_width=24, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=10),
+        TextColumn("epoch {task.completed:.0f}/{task.total:.0f}", table_column=Column(no_wrap=True)),
+        RateColumn(table_column=Column(no_wrap=True)), EtaColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[mi]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+        console=err, disable=quiet or plain is not None, transient=False, refresh_per_second=4,
     )
-    task = progress.add_task(escape(title), total=max(epochs, 1), mi="")
+    task = progress.add_task(escape(title), total=max(epochs, 1), mi="", eta=None)
     layer_names: list[str] = []
 
     def on_event(event: dict[str, Any]) -> None:
         kind = event["type"]
+        eta.apply(event)
         if kind == "start":
             progress.start()  # from the run's start on: a run refused before it (bad input) shows no bar
             layer_names[:] = event["meta"]["layers"]
             if not quiet:
-                progress.console.print(f"[dim]run directory:[/] {escape(event['run_dir'])}  "
-                                       f"[dim]device:[/] {event['meta']['device']}", highlight=False)
+                meta = event["meta"]
+                extra = "".join(f"  [dim]{key}:[/] {escape(str(meta[key]))}" for key in ("name", "note")
+                                if meta.get(key))
+                if meta.get("tags"):
+                    extra += f"  [dim]tags:[/] {escape(', '.join(meta['tags']))}"
+                err.print(f"[dim]run:[/] {escape(title)}  [dim]directory:[/] {escape(event['run_dir'])}  "
+                          f"[dim]device:[/] {escape(str(meta['device']))}{extra}", highlight=False, soft_wrap=True)
         elif kind == "epoch":
-            progress.update(task, completed=event["epoch"])
+            progress.update(task, completed=event["epoch"], eta=eta.seconds())
         elif kind == "measure":
-            plane_name, plane = next(iter(event["planes"].items()))
-            layer = layer_names[-2] if len(layer_names) >= 2 else "last"
-            progress.update(task, completed=max(progress.tasks[0].completed, event["epoch"]),
-                            mi=f"{plane_name} {layer} I(X;T)={plane['ixt'][-2]:.2f} I(T;Y)={plane['ity'][-2]:.2f}")
+            progress.update(task, completed=max(progress.tasks[0].completed, event["epoch"]), eta=eta.seconds(),
+                            mi=escape(measure_text(event, layer_names, compact=True)))
+        if plain is not None:
+            plain.on_event(event)
 
     try:
         with termination_as_interrupt():

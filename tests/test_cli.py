@@ -185,3 +185,32 @@ def test_runs_dir_given_before_the_command_is_where_run_writes(tmp_path):
     assert result.exit_code == 0, result.output
     assert [p.parent for p in (tmp_path / "elsewhere").iterdir()] == [tmp_path / "elsewhere"]
     assert json.loads(result.stdout)["run_dir"].startswith(str(tmp_path / "elsewhere"))
+
+
+def test_run_records_its_overrides_name_tags_and_note(tmp_path):
+    result = invoke("run", "--preset", "quick", *TINY, "--set", "model.activation=relu", "--name", "baseline [x]",
+                    "--tag", "ab", "--tag", "c,d", "--note", "first look", "--runs-dir", str(tmp_path), "--json",
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    (run,) = tmp_path.iterdir()
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["overrides"] == {"train.epochs": 6, "schedule.kind": "every_n", "schedule.every": 3,
+                                 "estimators.kde": False, "train.device": "cpu", "model.activation": "relu"}
+    assert (meta["name"], meta["tags"], meta["note"]) == ("baseline [x]", ["ab", "c", "d"], "first look")
+    assert meta["description"].startswith("quick · relu · 6 epochs · every_n schedule · every=3 · no kde (preset quick:")
+
+
+@pytest.mark.parametrize("args, fragment", [(["--name", "x" * 81], "--name"), (["--tag", "two words"], "--tag"),
+                                            (["--note", "a\nb"], "--note"), (["--progress-every", "-1"], "--progress")])
+def test_a_bad_name_tag_note_or_interval_is_one_line_exit_2(tmp_path, args, fragment):
+    result = invoke("run", *TINY, *args, "--runs-dir", str(tmp_path / "runs"), "--quiet")
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_progress_on_a_non_terminal_is_plain_lines_with_the_eta(tmp_path):
+    result = invoke("run", "--preset", "quick", *TINY, "--runs-dir", str(tmp_path), "--progress-every", "0")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "epoch " in line and "ETA" in line]
+    assert len(lines) >= 6 and "\r" not in result.output and "━" not in result.output  # no bar
+    assert lines[-1].startswith("quick · 6 epochs") and "epoch 6/6 (100%)" in lines[-1]

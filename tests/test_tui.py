@@ -460,11 +460,16 @@ def test_quit_with_a_running_worker_asks_first(finished_run):
     asyncio.run(scenario())
 
 
+def run_cell(home, row: int, header: str) -> str:
+    """The text of the run list's cell in column ``header`` (the columns depend on the runs listed)."""
+    return str(home.query_one("#runs").get_row_at(row)[1 + home.columns.index(header)])
+
+
 def home_app(runs_dir) -> tuple[IbtuiApp, list]:
     """The app on its home screen, with launches recorded instead of started."""
     app = IbtuiApp(runs_dir=str(runs_dir))
     launched: list = []
-    app.launch = launched.append
+    app.launch = lambda cfg, info=None: launched.append(cfg)
     return app, launched
 
 
@@ -535,13 +540,12 @@ def test_home_run_list_follows_a_run_that_is_still_going(tmp_path):
         app, _ = home_app(run.parent)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
-            table = app.screen.query_one("#runs")
-            row = table.get_row_at(0)
-            assert (row[2], row[5]) == ("running", f"3/{meta['epochs_total']}")
+            assert (run_cell(app.screen, 0, "status"), run_cell(app.screen, 0, "epochs")) == \
+                ("running", f"3/{meta['epochs_total']}")
             (run / "meta.json").write_text(json.dumps(meta))  # the run ends
             writer.release()
             await pilot.pause(2.5)
-            assert table.get_row_at(0)[2] == "done"
+            assert run_cell(app.screen, 0, "status") == "done"
 
     asyncio.run(scenario())
 
@@ -793,7 +797,7 @@ def test_live_run_repaints_its_plots_at_most_once_a_second_but_keys_repaint_at_o
     asyncio.run(scenario())
 
 
-def test_events_posted_while_the_screen_closes_are_dropped_quietly():
+def test_events_posted_while_the_screen_closes_reach_the_run_but_not_the_closed_screen():
     screen = RunScreen(RunView(), worker=FakeWorker(fake_stream(end=False), stays_alive=True))
 
     async def scenario():
@@ -801,6 +805,251 @@ def test_events_posted_while_the_screen_closes_are_dropped_quietly():
             await settle(pilot, screen, lambda: screen.view.running)
             await screen.query_one("#status").remove()  # as during the app's shutdown
             screen.apply_events([{"type": "crashed", "message": "the worker process died (exit code -9)"}])
-            assert screen.view.running  # not applied: nothing left to show it on
+            assert screen.view.status == "failed"  # the run's state (the app's) has it; the screen raised nothing
 
     asyncio.run(scenario())
+
+
+# ----------------------------------------------------------------------------- runs you can tell apart
+
+
+def labelled_run(runs_dir, name=None, tags=(), note=None, **sections):
+    """A finished tiny run whose meta.json records its overrides of the tiny config, name, tags and note."""
+    from ibtui.runinfo import run_info
+
+    base = tiny_config(runs_dir)
+    cfg = tiny_config(runs_dir, **sections)
+    return Path(execute(cfg, info=run_info(base.to_dict(), cfg.to_dict(), name, tags, note))["run_dir"])
+
+
+def test_the_run_list_shows_the_config_keys_that_differ_as_columns(tmp_path):
+    labelled_run(tmp_path, name="tanh baseline")
+    labelled_run(tmp_path, model={"activation": "relu"}, train={"epochs": 6})
+
+    async def scenario():
+        app, _ = home_app(tmp_path)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            assert {"activation", "epochs"} <= set(home.columns) and "lr" not in home.columns
+            by_run = {run_cell(home, i, "run"): i for i in range(2)}
+            assert run_cell(home, by_run["tanh baseline"], "activation") == "tanh"
+            (other,) = set(by_run) - {"tanh baseline"}
+            assert run_cell(home, by_run[other], "activation") == "relu"
+
+    asyncio.run(scenario())
+
+
+def test_a_live_run_view_and_the_replay_title_say_what_was_overridden(tmp_path):
+    run = labelled_run(tmp_path, name="mine", tags=["x"], note="a note", model={"activation": "relu"})
+    view = RunView.from_run_dir(run)
+    assert view.label == "tiny · relu" and view.heading == "mine · tiny · relu"
+    assert {"settings: tiny · relu", "name: mine", "tags: x", "note: a note"} <= set(view.log)
+
+
+def test_a_run_name_with_markup_is_shown_verbatim_in_the_run_list(tmp_path):
+    labelled_run(tmp_path, name="[b]bold[/b] [link=http://x]y")
+
+    async def scenario():
+        app, _ = home_app(tmp_path)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await pilot.pause(0.2)
+            assert run_cell(app.screen, 0, "run") == "[b]bold[/b] [link=http://x]y"
+
+    asyncio.run(scenario())
+
+
+def test_slash_filters_the_run_list_by_name_preset_tag_or_status(tmp_path):
+    labelled_run(tmp_path, name="alpha", tags=["keep"])
+    labelled_run(tmp_path, name="beta")
+
+    async def scenario():
+        app, _ = home_app(tmp_path)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            home.query_one("#runs").focus()
+            await pilot.press("slash", "k", "e", "e", "p")
+            await pilot.pause(0.1)
+            assert [r["name"] for r in home.rows] == ["alpha"]
+            assert "filter 'keep': 1 of 2" in str(home.query_one("#runs-title").render())
+            await pilot.press("enter")
+            assert home.focused is home.query_one("#runs")
+
+    asyncio.run(scenario())
+
+
+def test_an_empty_run_list_says_to_press_l(tmp_path):
+    async def scenario():
+        app, _ = home_app(tmp_path / "none")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            hint = app.screen.query_one("#runs-hint")
+            assert hint.display and "no runs yet — press l to launch one" in str(hint.render())
+
+    asyncio.run(scenario())
+
+
+def test_the_run_list_shows_start_times_relative_and_durations():
+    from ibtui.tui.state import run_table
+
+    now = 1_800_000_000.0
+    rows = [{"id": "a", "path": "a", "status": "running", "preset": "p", "created": "", "epochs": "1/2",
+             "started": now - 185, "config": {}},
+            {"id": "b", "path": "b", "status": "done", "preset": "p", "created": "", "epochs": "2/2",
+             "started": now - 7300, "wall_seconds": 42.0, "config": {}}]
+    headers, cells = run_table(rows, now)
+    started, took = headers.index("started"), headers.index("took")
+    assert (cells[0][started], cells[0][took]) == ("3 min ago", "3 min 5 s")
+    assert (cells[1][started], cells[1][took]) == ("2 h ago", "42 s")
+
+
+def test_the_launch_form_records_name_tags_note_and_overrides(tmp_path):
+    from ibtui.tui.home import field_id
+
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(tmp_path))
+        launched: list = []
+        app.launch = lambda cfg, info=None: launched.append((cfg, info))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            home.query_one(f"#{field_id('run.name')}").value = "first"
+            home.query_one(f"#{field_id('run.tags')}").value = "a, b"
+            home.query_one(f"#{field_id('run.note')}").value = "why"
+            home.query_one(f"#{field_id('train.epochs')}").value = "300"
+            home.query_one(f"#{field_id('model.activation')}").value = "relu"
+            home.action_launch()
+            ((cfg, info),) = launched
+            assert (info["name"], info["tags"], info["note"]) == ("first", ["a", "b"], "why")
+            assert info["overrides"] == {"model.activation": "relu", "train.epochs": 300}
+            assert cfg.description.startswith("quick · relu · 300 epochs")
+            home.query_one(f"#{field_id('run.tags')}").value = "bad tag!"
+            home.action_launch()
+            assert len(launched) == 1  # refused, with a message
+
+    asyncio.run(scenario())
+
+
+# ----------------------------------------------------------------------------- control you never lose
+
+
+def live_stream(run_dir) -> list[dict]:
+    """A live run writing ``run_dir`` that has not ended."""
+    events = fake_stream(end=False)
+    events[0] = {**events[0], "run_dir": str(run_dir)}
+    return events
+
+
+def test_a_launched_run_is_controllable_again_after_esc_and_reopening(tmp_path):
+    from ibtui.tui.home import HomeScreen
+    from ibtui.tui.live import LiveRun
+
+    worker = FakeWorker(live_stream(tmp_path / "live-run"), stays_alive=True)
+
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            app.go_live(LiveRun(worker, RunView(status="starting")))
+            await pilot.pause(0.3)
+            await pilot.press("escape")
+            assert isinstance(app.screen, HomeScreen)
+            for _ in range(100):  # the run keeps going without its screen: the app drains it
+                await pilot.pause(0.02)
+                if len(app.live_runs[0].view.epochs) == 6:
+                    break
+            assert len(app.live_runs[0].view.epochs) == 6
+            app.open_replay([str(tmp_path / "live-run")])
+            await pilot.pause(0.2)
+            screen = app.screen
+            assert isinstance(screen, RunScreen) and screen.live and len(screen.view.epochs) == 6
+            await pilot.press("space")
+            assert worker.paused
+            await pilot.press("s")
+            assert worker.stopped
+
+    asyncio.run(scenario())
+
+
+def test_the_run_list_stops_a_run_this_app_is_running(tmp_path):
+    from ibtui.tui.live import LiveRun
+
+    run = labelled_run(tmp_path)
+    worker = FakeWorker(live_stream(run), stays_alive=True)
+
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            app.go_live(LiveRun(worker, RunView(status="starting")))
+            await pilot.pause(0.3)
+            await pilot.press("escape")
+            app.screen.query_one("#runs").focus()
+            await pilot.press("s")
+            assert worker.stopped
+            titles = {c.title for c in app.get_system_commands(app.screen)}
+            assert {"Stop run", "Resume run", "Filter runs"} <= titles
+
+    asyncio.run(scenario())
+
+
+def test_u_on_the_run_list_resumes_a_killed_run(tmp_path):
+    run = labelled_run(tmp_path)
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "status": "running"}))  # as a SIGKILL leaves it
+
+    async def scenario():
+        app, _ = home_app(tmp_path)
+        resumed: list = []
+        app.resume_run = resumed.append
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            assert run_cell(app.screen, 0, "status") == "killed"
+            app.screen.query_one("#runs").focus()
+            await pilot.press("u")
+            assert resumed == [str(run)]
+        assert any("u on the run list resumes it" in line for line in RunView.from_run_dir(run).log)
+
+    asyncio.run(scenario())
+
+
+def test_a_live_views_eta_counts_the_measurements_its_schedule_has_left():
+    from ibtui.config import ScheduleConfig
+
+    view = RunView(schedule=ScheduleConfig(kind="every_n", every=2))
+    for event in fake_stream(epochs=10, end=False)[:6]:  # through epoch 3; epochs 0 and 2 measured
+        if event["type"] == "epoch":
+            event = {**event, "seconds": 0.5, **({"measure_seconds": 2.0} if event["epoch"] in (1, 3) else {})}
+        view.apply(event)
+    assert view.epochs_done == 3 and view.epochs == [0, 2]
+    assert view.eta() == pytest.approx(7 * 0.5 + 4 * 2.0)  # epochs 4..10 trained, 4, 6, 8, 10 measured
+
+
+def test_resume_from_the_run_list_continues_a_stopped_run_live_to_its_end(tmp_path):
+    from conftest import StopAfter
+
+    from ibtui.engine.process import context
+
+    context()  # as run_tui does before the app starts
+    cut = execute(tiny_config(tmp_path, train={"epochs": 30}), stop=StopAfter(8))
+    assert cut["status"] == "stopped"
+
+    async def scenario():
+        app = IbtuiApp(runs_dir=str(tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            app.screen.query_one("#runs").focus()
+            await pilot.press("u")
+            await pilot.pause(0.2)
+            screen = app.screen
+            assert isinstance(screen, RunScreen) and screen.live and screen.view.epochs == [0, 3, 6]
+            for _ in range(600):
+                await pilot.pause(0.2)
+                if screen.view.status == "done":
+                    break
+            assert screen.view.epochs == list(range(0, 31, 3))
+            assert screen.view.curves["epoch"] == [float(e) for e in range(1, 31)]  # no epoch twice
+
+    asyncio.run(scenario())
+    assert json.loads((Path(cut["run_dir"]) / "meta.json").read_text())["status"] == "done"

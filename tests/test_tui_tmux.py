@@ -84,3 +84,41 @@ def test_launch_watch_stop_and_replay_in_a_real_terminal(tmp_path):
             time.sleep(0.25)
     finally:
         tmux("kill-server")
+
+
+def test_a_launched_run_keeps_going_after_esc_and_reopening_it_gives_stop_again(tmp_path):
+    (tmp_path / "config" / "presets").mkdir(parents=True)
+    (tmp_path / "config" / "presets" / "quick.toml").write_text(PRESET)
+    tmux = Tmux(f"ibtui-test-esc-{os.getpid()}")
+    command = f"{sys.executable} -m ibtui; sleep 60"  # this checkout's ibtui (the test's own interpreter)
+    env = f"IBTUI_CONFIG_DIR={tmp_path / 'config'} TERM=xterm-256color PYTHONPATH={Path(__file__).parents[1]}"
+    tmux("new-session", "-d", "-s", "ibtui", "-x", "120", "-y", "40", f"cd {tmp_path} && env {env} {command}")
+    try:
+        tmux.wait_for(r"tmux test: a long 12-bit run")
+        tmux("send-keys", "-t", "ibtui", "l")
+        tmux.wait_for(r"running · epoch (\d+)/100000")
+        tmux("send-keys", "-t", "ibtui", "Escape")  # back to the run list: the run goes on
+        tmux.wait_for(r"Runs in runs/")
+        at_home = int(tmux.wait_for(r"running\s+quick.*?(\d+)/100000").group(1))
+        deadline = time.monotonic() + 60
+        while int(tmux.wait_for(r"running\s+quick.*?(\d+)/100000").group(1)) <= at_home:  # still measured, on disk
+            assert time.monotonic() < deadline, tmux.screen()
+            time.sleep(0.5)
+        tmux("send-keys", "-t", "ibtui", "o")  # reopen it: the live screen, not a replay
+        reopened = int(tmux.wait_for(r"running · epoch (\d+)/100000").group(1))
+        assert reopened > at_home
+        tmux.wait_for(r"s Stop run")  # the footer offers stop again
+        tmux("send-keys", "-t", "ibtui", "s")
+        tmux.wait_for(r"stopped · epoch \d+")
+        (run,) = (tmp_path / "runs").iterdir()
+        deadline = time.monotonic() + 30
+        while '"status": "stopped"' not in (run / "meta.json").read_text():
+            assert time.monotonic() < deadline, (run / "meta.json").read_text()
+            time.sleep(0.25)
+        tmux("send-keys", "-t", "ibtui", "q")
+        deadline = time.monotonic() + 20
+        while "measured" in tmux.screen():
+            assert time.monotonic() < deadline, tmux.screen()
+            time.sleep(0.25)
+    finally:
+        tmux("kill-server")

@@ -290,10 +290,12 @@ class Engine:
         previous, next_epoch, epoch = self.previous, self.next_epoch, self.epoch
         if keep and previous is not None:
             kept[previous["epoch"]] = _cpu_state(self.model)
+        measure_seconds: float | None = None  # the last measurement's cost, sent with the next epoch (ETA)
         while next_epoch is not None:
             self.wait_while_paused(stop, pause)
             if stop is not None and stop.is_set():
                 return "stopped"
+            started = time.perf_counter()
             if epoch > 0:
                 with torch_threads(cfg.train.threads or training_threads(self.model.size)):
                     losses, accs = self.trainer.epoch(epoch)
@@ -305,7 +307,10 @@ class Engine:
                 values = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                           "test_acc": test_acc}
                 event = {"type": "epoch", "epoch": epoch, "epochs": cfg.train.epochs, "train_loss": train_loss,
-                         "train_acc": train_acc, "test_loss": _finite(test_loss), "test_acc": _finite(test_acc)}
+                         "train_acc": train_acc, "test_loss": _finite(test_loss), "test_acc": _finite(test_acc),
+                         "seconds": round(time.perf_counter() - started, 6)}  # training time (ETA)
+                if measure_seconds is not None:
+                    event["measure_seconds"], measure_seconds = measure_seconds, None
                 if cfg.train.gradient_stats:
                     norms = self.trainer.gradient_norms
                     for layer, (mean_norm, std_norm) in enumerate(norms):
@@ -319,6 +324,7 @@ class Engine:
             if keep:
                 kept[epoch] = _cpu_state(self.model)
             if epoch == next_epoch:
+                measured_at = time.perf_counter()
                 rec = self.measure(self.model, epoch, self.trainer)
                 distance, last_gap = None, None
                 if previous is not None:
@@ -333,6 +339,7 @@ class Engine:
                 self.record(rec, {**_weights(self.model), **self.resume_state(), "resume.epoch": np.asarray(epoch)})
                 self.write_arrays(force=next_epoch is None)
                 self.log.info("epoch %d measured (%s); next %s", epoch, decision["decision"], next_epoch)
+                measure_seconds = round(time.perf_counter() - measured_at, 6)  # estimators, records, files
                 previous = rec
                 kept.clear()
                 if keep:

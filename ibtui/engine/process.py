@@ -47,7 +47,8 @@ def _redirect_output(path: str) -> None:
     os.close(fd)
 
 
-def _child(raw_config: dict[str, Any], events: Any, stop: Any, pause: Any, parent_pid: int) -> None:
+def _child(raw_config: dict[str, Any] | None, events: Any, stop: Any, pause: Any, parent_pid: int,
+           info: dict[str, Any] | None = None, resume_dir: str | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(NICENESS)  # the UI answers keys first; the run takes every cycle it leaves
@@ -69,13 +70,16 @@ def _child(raw_config: dict[str, Any], events: Any, stop: Any, pause: Any, paren
 
     try:
         from ibtui.config import config_from_dict
-        from ibtui.engine.runner import execute
+        from ibtui.engine.runner import execute, resume
         from ibtui.engine.signals import stop_on_signals
         from ibtui.errors import UserError
 
         try:  # terminate() (SIGTERM) or a closed terminal (SIGHUP) stops the run cleanly: `stopped`
             with stop_on_signals((signal.SIGTERM, signal.SIGHUP)):
-                execute(config_from_dict(raw_config), on_event=send, stop=flag, pause=pause)
+                if resume_dir is not None:
+                    resume(resume_dir, on_event=send, stop=flag, pause=pause)
+                else:
+                    execute(config_from_dict(raw_config), on_event=send, stop=flag, pause=pause, info=info)
         except UserError as exc:
             send({"type": "error", "message": str(exc)})
     except BaseException as exc:  # noqa: BLE001 - everything goes to the UI, nothing to the terminal
@@ -145,12 +149,14 @@ def context() -> Any:
     return ctx
 
 
-def start_worker(raw_config: dict[str, Any]) -> Worker:
-    """Spawn the engine on a resolved config dict (``Config.to_dict()``)."""
+def start_worker(raw_config: dict[str, Any] | None, info: dict[str, Any] | None = None,
+                 resume_dir: str | None = None) -> Worker:
+    """Spawn the engine on a resolved config dict (``Config.to_dict()``), recording ``info`` in the
+    run's meta.json; or, with ``resume_dir``, resume that run in place."""
     ctx = context()
     events = ctx.Queue(maxsize=QUEUE_SIZE)
     stop, pause = ctx.Event(), ctx.Event()
-    process = ctx.Process(target=_child, args=(raw_config, events, stop, pause, os.getpid()),
+    process = ctx.Process(target=_child, args=(raw_config, events, stop, pause, os.getpid(), info, resume_dir),
                           name="ibtui-worker", daemon=True)
     process.start()
     return Worker(process, events, stop, pause)

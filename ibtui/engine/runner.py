@@ -83,12 +83,15 @@ def _versions() -> dict[str, str]:
 
 def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | None = None,
             runs_dir: str | Path | None = None, pause: StopFlag | None = None,
-            prepared: Prepared | None = None, run_name: str | None = None) -> dict[str, Any]:
+            prepared: Prepared | None = None, run_name: str | None = None,
+            info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``cfg`` to the end (or until ``stop`` is set / Ctrl+C). Returns the summary dict.
 
     ``stop`` and ``pause`` are anything with ``is_set()`` (threading or multiprocessing Events).
     ``prepared``: the result of ``prepare(cfg)`` when the caller validated the input first.
     ``run_name``: the run directory's exact name (default ``<preset>-<UTC time>``).
+    ``info``: what tells the run apart, recorded in meta.json (``ibtui.runinfo.run_info``: name,
+    tags, note, overrides of the preset).
 
     Raises UserError for bad input before anything is written. Once the run directory exists
     every outcome is recorded in meta.json: done, stopped (stop flag or KeyboardInterrupt,
@@ -103,7 +106,7 @@ def execute(cfg: Config, on_event: EventSink | None = None, stop: StopFlag | Non
         "n_mi": prep.mi_set.n, "h_x": prep.mi_set.h_x, "h_y": prep.mi_set.h_y,
         "n_train": prep.train_idx.shape[1], "n_test": prep.test_idx.shape[1], "batch_size": cfg.train.batch_size,
         "host": platform.node(), "pid": os.getpid(),
-        "argv": sys.argv,
+        "argv": sys.argv, **(info or {}),
     }
     # built (with its optimiser: torch imports for seconds) before anything is written: a stop
     # signal until the run directory exists leaves nothing behind

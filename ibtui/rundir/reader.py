@@ -29,6 +29,7 @@ import numpy as np
 
 from ibtui.errors import UserError
 from ibtui.rundir.records import MAX_BITS, MAX_LAYERS, MAX_MEMBERS, MeasureRecord
+from ibtui.runinfo import clean_info
 from ibtui.rundir.store import CHECKPOINTS, CONFIG, CURVES, EVENTS, LOCK, META, lock_is_held, read_file, run_file
 
 if sys.version_info >= (3, 11):
@@ -130,6 +131,7 @@ def validate_meta(raw: Any, where: str) -> dict[str, Any]:
     })
     for key in ("preset", "description", "device", "dataset", "dataset_description", "created", "updated"):
         meta[key] = _text(raw.get(key), 1000)
+    meta.update(clean_info(raw))  # name, tags, note, overrides of the preset: well-formed or dropped
     return meta
 
 

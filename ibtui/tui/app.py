@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -19,6 +19,7 @@ from ibtui.config import Config
 from ibtui.engine.process import Worker, context, start_worker
 from ibtui.errors import UserError
 from ibtui.tui.home import HomeScreen
+from ibtui.tui.live import LiveRun
 from ibtui.tui.run_screen import CompareScreen, RunScreen
 from ibtui.tui.state import RunView, SweepView, is_sweep_dir
 from ibtui.tui.sweep_screen import SweepScreen
@@ -56,6 +57,7 @@ class IbtuiApp(App):
         self.replay_paths = replay or []
         self.runs_dir = runs_dir
         self.workers_started: list[Worker] = []
+        self.live_runs: list[LiveRun] = []  # runs launched (or resumed) here: they outlive their screens
 
     def on_mount(self) -> None:
         self.push_screen(HomeScreen(self.runs_dir))
@@ -64,6 +66,10 @@ class IbtuiApp(App):
 
     # ------------------------------------------------------------------ routing
     def open_replay(self, paths: list[str]) -> None:
+        live = self.live_run(paths[0]) if len(paths) == 1 else None
+        if live is not None and live.running:  # launched here and still going: its live screen again
+            self.push_screen(RunScreen(live.view, live=live))
+            return
         if len(paths) == 1 and is_sweep_dir(paths[0]):
             try:
                 self.push_screen(SweepScreen(SweepView.from_dir(paths[0])))
@@ -77,12 +83,45 @@ class IbtuiApp(App):
             return
         self.push_screen(RunScreen(views[0]) if len(views) == 1 else CompareScreen(views))
 
-    def launch(self, cfg: Config) -> None:
-        """Start the engine on ``cfg`` in a spawned process and show its live screen."""
-        worker = start_worker(cfg.to_dict())
-        self.workers_started.append(worker)
-        self.push_screen(RunScreen(RunView(title=cfg.preset, status="starting",
-                                           epochs_total=cfg.train.epochs), worker=worker))
+    def launch(self, cfg: Config, info: dict[str, Any] | None = None) -> None:
+        """Start the engine on ``cfg`` in a spawned process (``info``: name, tags, note, overrides for
+        its meta.json) and show its live screen."""
+        worker = start_worker(cfg.to_dict(), info=info)
+        view = RunView(title=cfg.preset, status="starting", epochs_total=cfg.train.epochs, schedule=cfg.schedule)
+        self.go_live(LiveRun(worker, view))
+
+    def go_live(self, live: LiveRun) -> None:
+        """Hold ``live`` (its worker and view) at the app's level, drain it, show its screen."""
+        self.workers_started.append(live.worker)
+        self.live_runs.append(live)
+        live.start(self)
+        self.push_screen(RunScreen(live.view, live=live))
+
+    def live_run(self, path: str) -> LiveRun | None:
+        """The run launched here that writes ``path`` (the latest one), if any."""
+        return next((live for live in reversed(self.live_runs) if live.shows(path)), None)
+
+    def stop_run(self, path: str) -> str:
+        """Stop the run at ``path`` when this app runs it; returns what happened, in words."""
+        live = self.live_run(path)
+        if live is None or not live.running:
+            return "not running here"
+        live.worker.stop()
+        live.view.add_log("stop requested from the run list: finishing the current epoch")
+        return "stopping"
+
+    def resume_run(self, path: str) -> None:
+        """Continue a stopped, failed or killed run in a worker process, shown live (its measured
+        epochs first, from disk)."""
+        try:
+            view = RunView.from_run_dir(path)
+        except UserError as exc:
+            self.notify(str(exc), title="cannot resume", severity="error")
+            return
+        view.trim_to_last_measure()  # the engine recomputes what follows its last checkpoint
+        view.status = "starting"
+        view._run = None
+        self.go_live(LiveRun(start_worker(None, resume_dir=str(path)), view))
 
     def running_workers(self) -> list[Worker]:
         return [w for w in self.workers_started if w.running]

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from rich.markup import escape
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -16,7 +17,8 @@ from textual.widgets.option_list import Option
 
 from ibtui.config import ACTIVATIONS, SCHEDULES, Config, available_presets, load_preset, preset_description
 from ibtui.errors import UserError
-from ibtui.tui.state import LIVE_STATUSES, list_runs
+from ibtui.runinfo import described, run_info
+from ibtui.tui.state import LIVE_STATUSES, RESUMABLE, filter_rows, list_runs, run_table
 
 RUNS_POLL_S = 2.0  # the run list follows runs still going at this interval
 
@@ -30,7 +32,12 @@ class Field:
     choices: tuple[str, ...] = ()
 
 
+RUN_FIELDS = [Field("run.name", "run name (shown in the run list)"), Field("run.tags", "tags, comma-separated"),
+              Field("run.note", "note")]
+"""What tells the run apart (meta.json, not the configuration)."""
+
 FIELDS = [
+    *RUN_FIELDS,
     Field("data.dataset", "dataset (12bit | mat:PATH | npz:PATH | mnist | fashion-mnist)"),
     Field("model.activation", "activation", ACTIVATIONS),
     Field("model.widths", "hidden widths"),
@@ -52,6 +59,8 @@ def field_id(key: str) -> str:
 
 def current_value(cfg: Config, key: str) -> str:
     """The text a form field shows for ``key`` in a resolved config ('' when not applicable)."""
+    if key.startswith("run."):
+        return ""
     if key == "estimators":
         return ",".join(cfg.estimators)
     parts = key.split(".")
@@ -73,7 +82,7 @@ def form_overrides(cfg: Config, values: dict[str, str]) -> list[str]:
         for name in wanted:
             overrides.append(f"estimators.{name}=true")
     for key, text in values.items():
-        if key == "estimators" or text.strip() == current_value(cfg, key):
+        if key == "estimators" or key.startswith("run.") or text.strip() == current_value(cfg, key):
             continue
         parts = key.split(".")
         if parts[0] == "estimators" and (parts[1] not in wanted or not text.strip()):
@@ -85,12 +94,24 @@ def form_overrides(cfg: Config, values: dict[str, str]) -> list[str]:
     return overrides
 
 
+def launch_info(preset: Config, cfg: Config, values: dict[str, str]) -> dict:
+    """meta.json's name, tags, note and overrides of ``preset`` for a launch of ``cfg`` from the form
+    (UserError for a bad name, tag or note); ``cfg``'s description led by the run's label."""
+    info = run_info(preset.to_dict(), cfg.to_dict(), values.get("run.name") or None,
+                    [values.get("run.tags", "")], values.get("run.note") or None)
+    cfg.description = described(cfg.description, cfg.preset, info["overrides"])
+    return info
+
+
 class HomeScreen(Screen):
     BINDINGS = [
         Binding("l", "launch", "Launch"),
-        Binding("o", "open_run", "Replay run"),
+        Binding("o", "open_run", "Open run"),
         Binding("m", "mark", "Mark run"),
         Binding("c", "compare", "Compare marked"),
+        Binding("s", "stop_run", "Stop run"),
+        Binding("u", "resume_run", "Resume run"),
+        Binding("slash", "filter", "Filter runs"),
         Binding("r", "refresh_runs", "Refresh runs"),
         Binding("escape", "leave_form", "Leave the form (keys act again)", show=False),
     ]
@@ -103,7 +124,10 @@ class HomeScreen(Screen):
         self.cfg: Config | None = None
         self.load_error: str | None = None  # why the highlighted preset does not load
         self.marked: list[str] = []
-        self.rows: list[dict] = []  # the listed runs (list_runs), in table order
+        self.rows: list[dict] = []  # the listed runs (list_runs, filtered), in table order
+        self.all_rows: list[dict] = []  # every run on disk (list_runs)
+        self.query_text = ""  # the run list's filter (/)
+        self.columns: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -120,15 +144,21 @@ class HomeScreen(Screen):
                         yield Select([(c, c) for c in f.choices], id=field_id(f.key), allow_blank=False, compact=True)
                     else:
                         yield Input(id=field_id(f.key), compact=True)
-        yield Label(f"Runs in {self.runs_dir}/ (o replays, m marks, c compares marked)", classes="section")
+        yield Label(self.runs_title(), id="runs-title", classes="section")
+        yield Input(placeholder="filter runs by name, preset, tag, status (enter or esc: back to the list)",
+                    id="runs-filter", compact=True)
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Label("", id="runs-hint")
         yield Footer()
+
+    def runs_title(self) -> str:
+        shown = f" · filter '{escape(self.query_text)}': {len(self.rows)} of {len(self.all_rows)}" \
+            if self.query_text else ""
+        return f"Runs in {escape(self.runs_dir)}/ (o opens, m marks, c compares, s stops, u resumes, / filters){shown}"
 
     def on_mount(self) -> None:
         self.title = "ibtui"
         self.sub_title = "home"
-        table = self.query_one("#runs", DataTable)
-        table.add_columns("", "run", "status", "preset", "created", "epochs")
         self.action_refresh_runs()
         self.set_interval(RUNS_POLL_S, self.poll_runs)
         options = self.query_one("#presets", OptionList)
@@ -142,7 +172,25 @@ class HomeScreen(Screen):
         self.action_leave_form()  # back from a run: the screen's keys work, not typing into a field
 
     def action_leave_form(self) -> None:
+        if self.focused is self.query_one("#runs-filter", Input):
+            self.query_one("#runs", DataTable).focus()
+            return
         self.query_one("#presets", OptionList).focus()
+
+    def action_filter(self) -> None:
+        """Show the filter field of the run list (its text filters as you type)."""
+        field = self.query_one("#runs-filter", Input)
+        field.add_class("shown")
+        field.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "runs-filter":
+            self.query_text = event.value.strip()
+            self.show_runs(self.all_rows)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "runs-filter":
+            self.query_one("#runs", DataTable).focus()
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option.id:
@@ -191,30 +239,52 @@ class HomeScreen(Screen):
             self.notify(str(exc), title="cannot launch", severity="error")
             return None
 
+    def launch_info(self, cfg: Config) -> dict | None:
+        """The form's name, tags and note with the overrides (``launch_info``), or None (error shown)."""
+        assert self.cfg is not None
+        try:
+            return launch_info(self.cfg, cfg, self.form_values())
+        except UserError as exc:
+            self.notify(str(exc), title="cannot launch", severity="error")
+            return None
+
     # ------------------------------------------------------------------ runs
     def action_refresh_runs(self) -> None:
         self.show_runs(list_runs(self.runs_dir))
 
     def show_runs(self, rows: list[dict]) -> None:
-        """Fill the table with ``rows``; the cursor stays on the run it was on."""
+        """Fill the table with ``rows`` (every run on disk) as the filter lets through; the columns
+        are those of ``run_table`` (config keys that differ between the runs shown); the cursor
+        stays on the run it was on. Text from the runs is shown as text (never as markup)."""
         table = self.query_one("#runs", DataTable)
         selected = self.selected_run()
-        table.clear()
-        self.rows = rows
-        for r in rows:
-            table.add_row("*" if r["path"] in self.marked else "", r["id"], r["status"], r["preset"], r["created"],
-                          r["epochs"], key=r["path"])
+        self.all_rows = rows
+        self.rows = filter_rows(rows, self.query_text)
+        headers, cells = run_table(self.rows)
+        if headers != self.columns:
+            table.clear(columns=True)
+            table.add_columns("", *headers)
+            self.columns = headers
+        else:
+            table.clear()
+        for r, row in zip(self.rows, cells):
+            table.add_row("*" if r["path"] in self.marked else "", *(Text(c) for c in row), key=r["path"])
         if selected in self.run_paths:
             table.move_cursor(row=self.run_paths.index(selected))
+        self.query_one("#runs-title", Label).update(self.runs_title())
+        hint = ("no runs yet — press l to launch one" if not rows else
+                f"no run matches '{self.query_text}' — / changes the filter" if not self.rows else "")
+        self.query_one("#runs-hint", Label).update(Text(hint))
+        self.query_one("#runs-hint", Label).display = bool(hint)
 
     def poll_runs(self) -> None:
         """While a listed run or sweep is still going, follow its status and epochs on disk (only
         while this screen is shown: under a live run's screen it would compete with that run)."""
-        going = any(r["status"] in LIVE_STATUSES or r["status"].startswith("sweep") for r in self.rows)
+        going = any(r["status"] in LIVE_STATUSES or r["status"].startswith("sweep") for r in self.all_rows)
         if not (self.is_current and going):
             return
         rows = list_runs(self.runs_dir)
-        if rows != self.rows:
+        if rows != self.all_rows or going:  # "took" of a running run grows
             self.show_runs(rows)
 
     @property
@@ -250,11 +320,42 @@ class HomeScreen(Screen):
 
     def action_compare(self) -> None:
         if len(self.marked) < 2:
-            self.notify("mark two runs with m first", severity="warning")
+            self.notify("mark two or more runs with m first", severity="warning")
             return
-        self.app.open_replay(self.marked[:2])
+        self.app.open_replay(self.marked)
 
     def action_launch(self) -> None:
         cfg = self.resolved_config()
-        if cfg is not None:
-            self.app.launch(cfg)
+        info = self.launch_info(cfg) if cfg is not None else None
+        if cfg is not None and info is not None:
+            self.app.launch(cfg, info)
+
+    def selected_row(self) -> dict | None:
+        path = self.selected_run()
+        return next((r for r in self.rows if r["path"] == path), None)
+
+    def action_stop_run(self) -> None:
+        """Stop the selected run when this app runs it (launched or resumed here)."""
+        row = self.selected_row()
+        if row is None:
+            self.notify("no run selected", severity="warning")
+            return
+        if self.app.stop_run(row["path"]) == "stopping":
+            self.notify(f"stopping {row['id']}: its measured epochs are kept", title="stop")
+        elif row["status"] in LIVE_STATUSES:
+            self.notify(f"{row['id']} is written by another process: stop it there (Ctrl+C) or send it SIGTERM",
+                        severity="warning")
+        else:
+            self.notify(f"{row['id']} is {row['status']}, not running", severity="warning")
+
+    def action_resume_run(self) -> None:
+        """Continue the selected stopped, failed or killed run from its last checkpoint, live."""
+        row = self.selected_row()
+        if row is None:
+            self.notify("no run selected", severity="warning")
+            return
+        if row["status"] not in RESUMABLE:
+            self.notify(f"{row['id']} is {row['status']}: only a stopped, failed or killed run resumes",
+                        severity="warning")
+            return
+        self.app.resume_run(row["path"])

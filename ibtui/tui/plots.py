@@ -565,7 +565,7 @@ def compare_header(views: list[RunView], configs: list[dict]) -> Text:
     for index, view in enumerate(views):
         r, g, b = run_hue(index)
         text.append(f"{run_letter(index)} ━━ ", style=f"bold rgb({r},{g},{b})")
-        text.append(view.title or "run", style="bold")
+        text.append(view.heading or "run", style="bold")
         text.append(f" · {view.status}", style="dim")
         if diff:
             text.append("  " + "  ".join(f"{key}={_value(values[index])}" for key, values in diff.items()))

@@ -7,23 +7,21 @@ following it while it is still being written). State lives in :class:`RunView`.
 from __future__ import annotations
 
 import time
-
+from functools import partial
 from typing import Any
 
 from rich.markup import escape
-from textual import events, work
-from functools import partial
-
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog, Static
-from textual.worker import get_current_worker
 
 from ibtui.engine.process import Worker
 from ibtui.errors import UserError
+from ibtui.tui.live import LiveRun
 from ibtui.tui.plots import (compare_curves_figure, compare_figure, compare_header, compare_key, curves_figure,
                              family_figure, plane_extent, plane_figure, plane_key, schedule_figure)
 from ibtui.tui.state import (PlaneOptions, RunView, pan, parse_axis_range, plane_words, reset_zoom, run_config,
@@ -34,9 +32,7 @@ REDRAW_S = 0.5  # status line and plots at most twice a second
 LIVE_PLOT_S = 1.0  # plots of a live run at most once a second
 FOLLOW_S = 1.0
 PLAY_S = 0.15
-BATCH = 1000
 COMPACT_ROWS = 32  # below this many rows the run screen drops its schedule plot
-BATCH_WINDOW_S = 0.1  # events reach the UI at most ten times a second, in batches
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -212,11 +208,14 @@ class RunScreen(PlaneNavigation, Screen):
         Binding("escape", "back", "Back"),
     ]
 
-    def __init__(self, view: RunView, worker: Worker | None = None, follow: bool | None = None) -> None:
+    def __init__(self, view: RunView, worker: Worker | None = None, follow: bool | None = None,
+                 live: LiveRun | None = None) -> None:
         super().__init__()
         self.view = view
-        self.worker = worker
-        self.follow = (worker is None) if follow is None else follow
+        # a live run is the app's (``LiveRun``): it keeps going, and its view growing, after esc
+        self.live_run = live if live is not None else (LiveRun(worker, view) if worker is not None else None)
+        self.worker = worker if worker is not None else (live.worker if live is not None else None)
+        self.follow = (self.worker is None) if follow is None else follow
         self.plane = view.plane_names[0] if view.plane_names else ""
         view.shown_plane = self.plane or None
         self.options = PlaneOptions()
@@ -225,7 +224,6 @@ class RunScreen(PlaneNavigation, Screen):
         self.cursor: int | None = None  # None = follow the latest epoch
         self.playing = False
         self._log_seen = 0
-        self._exited = False
         self._status_stale = False
         self._plots_at = 0.0
 
@@ -257,10 +255,11 @@ class RunScreen(PlaneNavigation, Screen):
     def on_mount(self) -> None:
         self.title = "ibtui"
         self.set_class(self.app.size.height < COMPACT_ROWS, "compact")
-        self.sub_title = self.view.title or ("live run" if self.live else "replay")
+        self.sub_title = self.view.heading or ("live run" if self.live else "replay")
         self.set_interval(REDRAW_S, self.tick)
-        if self.live:
-            self.drain()
+        if self.live_run is not None:
+            self.live_run.listen(self.on_live_events)
+            self.live_run.start(self.app)  # a run the app launched drains already
         elif self.follow:
             self.set_interval(FOLLOW_S, self.poll_disk)
         self.set_interval(PLAY_S, self.play_tick)
@@ -269,47 +268,27 @@ class RunScreen(PlaneNavigation, Screen):
         self.flush_log()
 
     # ------------------------------------------------------------------ feeding
-    @work(thread=True, exclusive=True, group="drain")
-    def drain(self) -> None:
-        """Move worker events to the UI in batches (a thread: the event loop never blocks)."""
-        me = get_current_worker()
-        assert self.worker is not None
-        while not me.is_cancelled:
-            first = self.worker.get(timeout=0.1)
-            if first is None:
-                if not self.worker.alive:
-                    leftovers = []
-                    while (event := self.worker.get(timeout=0.05)) is not None:
-                        leftovers.append(event)
-                    if not any(e.get("type") == "exit" for e in leftovers) and not self._exited:
-                        code = self.worker.process.exitcode
-                        leftovers.append({"type": "crashed", "message": f"the worker process died (exit code {code})"})
-                    self.app.call_from_thread(self.apply_events, leftovers)
-                    return
-                continue
-            batch, deadline = [first], time.monotonic() + BATCH_WINDOW_S
-            while len(batch) < BATCH:  # gather what arrives within the window: one UI wake-up for them all
-                event = self.worker.get(timeout=max(deadline - time.monotonic(), 0.0))
-                if event is None:
-                    break
-                batch.append(event)
-            self.app.call_from_thread(self.apply_events, batch)
+    def on_unmount(self) -> None:
+        if self.live_run is not None:
+            self.live_run.unlisten(self.on_live_events)
 
     def apply_events(self, events: list[dict[str, Any]]) -> None:
+        """Fold worker events into the run (through its ``LiveRun``: the app's state) and show them."""
+        if self.live_run is not None:
+            self.live_run.deliver(events)
+
+    def on_live_events(self, events: list[dict[str, Any]], was_running: bool, was_status: str) -> None:
+        """The live run folded ``events`` into the view: show what changed."""
         if not self.is_attached or not self.query("#status"):  # closed (or closing) while the drain thread posted
             return
-        was_running, was_status = self.view.running, self.view.status
         for event in events:
-            self.view.apply(event)
-            if event.get("type") == "exit":
-                self._exited = True
             if event.get("type") == "error" and event.get("traceback"):
                 self.query_one("#log", RichLog).write(event["traceback"])
         if not self.plane and self.view.plane_names:
             self.plane = self.view.plane_names[0]
             self.view.shown_plane = self.plane
-        if self.sub_title != self.view.title:
-            self.sub_title = self.view.title
+        if self.sub_title != self.view.heading:
+            self.sub_title = self.view.heading
         if was_running != self.view.running:
             self.refresh_bindings()
         if was_status != self.view.status:  # started, ended: at once, with the log so far
@@ -555,7 +534,7 @@ class CompareScreen(PlaneNavigation, Screen):
         return (self.plane, self.cursor, self.options, *[v.plane_version for v in self.views])
 
     def on_mount(self) -> None:
-        self.sub_title = " vs ".join(v.title for v in self.views)
+        self.sub_title = " vs ".join(v.heading for v in self.views)
         self.query_one("#compare-header", Static).update(compare_header(self.views, [run_config(v) for v in self.views]))
         self.set_interval(FOLLOW_S, self.poll)
         self.update_status()
@@ -580,7 +559,7 @@ class CompareScreen(PlaneNavigation, Screen):
     def update_status(self) -> None:
         self.query_one("#status", Static).update(
             f"estimator [b]{escape(self.plane)}[/b] · cursor {self.cursor if self.cursor is not None else 'latest'} · "
-            + " · ".join(f"{escape(v.title)}: {len(v.epochs)} measured" for v in self.views))
+            + " · ".join(f"{escape(v.heading)}: {len(v.epochs)} measured" for v in self.views))
 
     def all_epochs(self) -> list[int]:
         return sorted({e for v in self.views for e in v.epochs})

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from ibtui.engine.phases import transition_epochs
-from ibtui.rundir.reader import Run, load_run, load_sweep, read_json, read_run_meta, shown_status
+from ibtui.progress import Eta
+from ibtui.runinfo import ago, clean_info, differing_keys, duration, flatten, parse_stamp, run_label
+from ibtui.rundir.reader import Run, load_run, load_sweep, read_json, read_regular, read_run_meta, shown_status
 from ibtui.rundir.records import MeasureRecord
 from ibtui.rundir.store import CONFIG, META
 from ibtui.errors import UserError
@@ -25,6 +27,7 @@ from ibtui.errors import UserError
 
 GRADIENT_REDRAW = 10  # epochs between redraws of the plane's drift→diffusion marks in a live run
 LIVE_STATUSES = ("starting", "running", "paused")  # a run that is still going
+RESUMABLE = ("stopped", "failed", "killed")  # `ibtui resume` (u on the run list) continues these
 
 
 @dataclass
@@ -62,6 +65,8 @@ class RunView:
     # redraws its plane when it was measured, not at every epoch
     plane_version: int = 0
     started: float | None = None
+    schedule: Any = None  # the run's ScheduleConfig, when known: the ETA counts the measurements left from it
+    _eta: Eta | None = None
     _rate: tuple[float, int] | None = None  # (time, epoch) of the first epoch event
     _last_epoch_at: float | None = None  # time of the latest epoch event
     _run: Run | None = None  # the run directory being replayed (``load_run``)
@@ -101,10 +106,49 @@ class RunView:
         return (self.epochs_done - self._rate[1]) / elapsed if elapsed > 0 else None
 
     def eta(self) -> float | None:
-        rate = self.rate()
-        if not rate or not self.running:
+        """Seconds left in a live run by its schedule (``ibtui.progress.Eta``: training per epoch and
+        measurements left × their cost, from the engine's timings); None when not running or unknown."""
+        if not self.running or self._eta is None:
             return None
-        return max(0.0, (self.epochs_total - self.epochs_done) / rate)
+        return self._eta.seconds()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """name, tags, note and overrides of the preset (``ibtui.runinfo.clean_info``: well-formed)."""
+        return clean_info(self.meta)
+
+    @property
+    def label(self) -> str:
+        """``quick · relu · 300 epochs``: the preset and what the run overrode."""
+        return run_label(str(self.meta.get("preset") or self.title or "?"), self.info["overrides"])
+
+    @property
+    def heading(self) -> str:
+        """The run's name (else its id) and label: ``baseline · quick · relu · 300 epochs``."""
+        first = self.info["name"] or self.title
+        return f"{first} · {self.label}" if self.meta else first
+
+    def trim_to_last_measure(self) -> None:
+        """Drop the curves beyond the last measured epoch (a resume trains them again)."""
+        last = max(self.measures, default=0)
+        keep = [i for i, e in enumerate(self.curves["epoch"]) if e <= last]
+        self.curves = {k: [v[i] for i in keep if i < len(v)] for k, v in self.curves.items()}
+        self.grad_epochs = [e for e in self.grad_epochs if e <= last]
+        self.grad_mean, self.grad_std = self.grad_mean[:len(self.grad_epochs)], self.grad_std[:len(self.grad_epochs)]
+        self.epochs_done = last
+        self.version += 1
+        self.plane_version += 1
+
+    def _describe(self) -> None:
+        """The run's label, name, tags and note in the log."""
+        info = self.info
+        self.add_log(f"settings: {self.label}")
+        if info["name"]:
+            self.add_log(f"name: {info['name']}")
+        if info["tags"]:
+            self.add_log(f"tags: {', '.join(info['tags'])}")
+        if info["note"]:
+            self.add_log(f"note: {info['note']}")
 
     def trajectory(self, plane: str, layer: int) -> tuple[list[int], list[float], list[float]]:
         """(epochs, I(X;T), I(T;Y)) of one layer on one plane, in epoch order."""
@@ -177,12 +221,18 @@ class RunView:
     def apply(self, event: dict[str, Any]) -> None:
         """Fold one engine/worker event into the view."""
         kind = event.get("type")
+        if kind in ("start", "epoch", "measure"):
+            if self._eta is None:
+                self._eta = Eta(self.epochs_total, self.schedule)
+                self._eta.last_measured = max(self.measures, default=-1)  # a resumed run's are done
+            self._eta.apply(event)
         if kind == "start":
             self.run_dir = event.get("run_dir")
             self._set_meta(event.get("meta", {}))
             self.status = "running"
             self.started = time.monotonic()
             self.add_log(f"run started: {self.run_dir} on {self.meta.get('device')}")
+            self._describe()
         elif kind == "epoch":
             self.epochs_done = int(event["epoch"])
             self.epochs_total = int(event.get("epochs", self.epochs_total))
@@ -267,6 +317,13 @@ class RunView:
         view._set_meta(run.meta)
         view.status = run.status
         view.error = run.meta.get("error")
+        view._describe()
+        if view.status in RESUMABLE:
+            view.add_log(f"this run is {view.status}: u on the run list resumes it (or ibtui resume {run.path})")
+        try:
+            view.schedule = run.settings().schedule  # a run still being written: its ETA by schedule
+        except UserError:
+            pass
         for record in run.records:
             view._fold(record)
         view._load_curves()
@@ -412,12 +469,102 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
                          "created": "", "epochs": ""})
             continue
         done, total = meta.get("epochs_done"), meta.get("epochs_total")
+        info = clean_info(meta)
+        wall = meta.get("wall_seconds")
+        wall = float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) and math.isfinite(wall) \
+            and wall >= 0 else None
         rows.append({
             "id": path.name, "path": str(path), "status": shown_status(path, meta),
             "preset": meta.get("preset") or "?", "created": meta.get("created") or "",
             "epochs": f"{'?' if done is None else done}/{'?' if total is None else total}",
+            "name": info["name"] or "", "tags": info["tags"], "note": info["note"] or "",
+            "label": run_label(meta.get("preset") or "?", info["overrides"]),
+            "started": parse_stamp(meta.get("created")), "ended": parse_stamp(meta.get("updated")),
+            "wall_seconds": wall, "config": run_config(path),
         })
     return sorted(rows, key=lambda r: (r["created"], r["id"]), reverse=True)
+
+
+_configs: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def run_config(path: Path) -> dict[str, Any]:
+    """A run's config.toml flattened (``section.key`` → value; {} when unreadable), cached while the
+    file is unchanged: the run list reads it for its columns every time it refreshes."""
+    from ibtui.rundir.reader import tomllib
+    from ibtui.rundir.store import CONFIG as NAME
+
+    try:
+        stat = (path / NAME).stat()
+    except OSError:
+        return {}
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _configs.get(str(path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        flat = flatten(tomllib.loads(read_regular(path, NAME).decode("utf-8")))
+    except (OSError, UserError, ValueError, RecursionError):
+        flat = {}
+    _configs[str(path)] = (key, flat)
+    return flat
+
+
+def filter_rows(rows: list[dict[str, Any]], query: str) -> list[dict[str, Any]]:
+    """The rows matching every word of ``query`` (case-insensitive) in their name, id, preset, label,
+    tags, status or note."""
+    words = query.lower().split()
+    if not words:
+        return rows
+
+    def text(row: dict[str, Any]) -> str:
+        return " ".join([row.get("name", ""), row["id"], row["preset"], row.get("label", ""),
+                         " ".join(row.get("tags", [])), row["status"], row.get("note", "")]).lower()
+
+    return [r for r in rows if all(w in text(r) for w in words)]
+
+
+MAX_DIFF_COLUMNS = 6
+
+
+def short(value: Any, limit: int = 16) -> str:
+    """A config value in a table cell."""
+    if isinstance(value, list):
+        text = ",".join(short(v) for v in value)
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def run_table(rows: list[dict[str, Any]], now: float | None = None) -> tuple[list[str], list[list[str]]]:
+    """The run list as a table: headers and plain-text cells (the screen escapes nothing: it shows
+    them as text). Columns: run (its name, else its id), status, preset, the config keys that differ
+    between the listed runs (at most ``MAX_DIFF_COLUMNS``), tags, started (relative), took, epochs."""
+    now = time.time() if now is None else now
+    keys = differing_keys([r["config"] for r in rows if r.get("config")])[:MAX_DIFF_COLUMNS]
+    ends = [k.rsplit(".", 1)[-1] for k in keys]
+    headers = ["run", "status", "preset",
+               *(end if ends.count(end) == 1 else key for key, end in zip(keys, ends)), "tags", "started", "took",
+               "epochs"]
+    cells = []
+    for r in rows:
+        started = r.get("started")
+        if r["status"] in LIVE_STATUSES and started is not None:
+            took = duration(now - started)
+        elif r.get("wall_seconds") is not None:
+            took = duration(r["wall_seconds"])
+        elif started is not None and r.get("ended") is not None:
+            took = duration(r["ended"] - started)
+        else:
+            took = ""
+        config = r.get("config") or {}
+        cells.append([r.get("name") or r["id"], r["status"], r["preset"],
+                      *(short(config[k]) if k in config else "" for k in keys),
+                      ",".join(r.get("tags", [])), ago(now - started) if started is not None else r["created"],
+                      took, r["epochs"]])
+    return headers, cells
 
 
 def is_sweep_dir(path: str | Path) -> bool:
