@@ -5,7 +5,6 @@ header, a key naming runs and layers outside the plot, and an export of what is 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from pathlib import Path
 

@@ -24,7 +24,7 @@ from ibtui.errors import UserError
 from ibtui.tui.live import LiveRun
 from ibtui.tui.plots import (compare_curves_figure, compare_figure, compare_header, compare_key, curves_figure,
                              family_figure, plane_extent, plane_figure, plane_key, schedule_figure)
-from ibtui.tui.state import (PlaneOptions, RunView, pan, parse_axis_range, plane_words, reset_zoom, run_config,
+from ibtui.tui.state import (PlaneOptions, RunView, pan, parse_axis_range, plane_words, reset_zoom, view_config,
                              toggle_layer, toggle_log_epochs, zoom)
 from ibtui.tui.widgets import AskScreen, ChoiceScreen, PlotView
 
@@ -535,7 +535,7 @@ class CompareScreen(PlaneNavigation, Screen):
 
     def on_mount(self) -> None:
         self.sub_title = " vs ".join(v.heading for v in self.views)
-        self.query_one("#compare-header", Static).update(compare_header(self.views, [run_config(v) for v in self.views]))
+        self.query_one("#compare-header", Static).update(compare_header(self.views, [view_config(v) for v in self.views]))
         self.set_interval(FOLLOW_S, self.poll)
         self.update_status()
         self.update_key()

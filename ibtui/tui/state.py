@@ -845,7 +845,7 @@ def config_diff(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
             if k not in IGNORED_IN_DIFF and len({repr(f.get(k)) for f in flat}) > 1}
 
 
-def run_config(view: RunView) -> dict[str, Any]:
+def view_config(view: RunView) -> dict[str, Any]:
     """A replayed run's resolved configuration (config.toml), or {} when it has none or it is unreadable."""
     if view._run is None:
         return {}
