@@ -75,13 +75,14 @@ def tui(
 
 @app.command()
 def replay(
-    run_dirs: List[str] = typer.Argument(..., help="One run directory, or two to compare side by side."),
+    run_dirs: List[str] = typer.Argument(..., help="One run directory, or several to compare on one plane."),
 ) -> None:
-    """Review saved runs in the app (a run still being written is followed)."""
+    """Review saved runs in the app (a run still being written is followed); several runs are overlaid."""
+    from ibtui.figures import RUN_COLOURS
     from ibtui.tui.app import run_tui
 
-    if len(run_dirs) > 2:
-        fail("replay takes one run directory, or two to compare")
+    if len(run_dirs) > len(RUN_COLOURS):
+        fail(f"replay compares at most {len(RUN_COLOURS)} runs (one colour each); got {len(run_dirs)}")
     try:
         run_tui(replay=run_dirs)
     except UserError as exc:

@@ -214,3 +214,11 @@ def test_progress_on_a_non_terminal_is_plain_lines_with_the_eta(tmp_path):
     lines = [line for line in result.output.splitlines() if "epoch " in line and "ETA" in line]
     assert len(lines) >= 6 and "\r" not in result.output and "━" not in result.output  # no bar
     assert lines[-1].startswith("quick · 6 epochs") and "epoch 6/6 (100%)" in lines[-1]
+
+
+def test_replay_of_more_runs_than_colours_is_a_one_line_error(tmp_path):
+    from ibtui.figures import RUN_COLOURS
+
+    result = runner.invoke(app, ["replay", *[str(tmp_path / f"r{i}") for i in range(len(RUN_COLOURS) + 1)]])
+    assert result.exit_code == 2
+    assert "at most" in result.output and len(result.output.strip().splitlines()) == 1
