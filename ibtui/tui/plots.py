@@ -328,7 +328,9 @@ def family_figure(view: RunView, family: str, layer: int, width: int, height: in
     names = view.layers if len(view.layers) == n_layers else [f"L{i + 1}" for i in range(n_layers)]
     epochs = sorted(view.planes[planes[0]])
     shown = epochs[-1] if cursor is None else max((e for e in epochs if e <= cursor), default=epochs[0])
-    _start(width, height, f"{family} · layer {names[layer]} · epoch {shown} · x I(X;T), y I(T;Y) in bits")
+    _start(width, height, f"{family} · layer {names[layer]} · epoch {shown}")
+    plt.xlabel("I(X;T), bits")
+    plt.ylabel("I(T;Y), bits")
     x_max = max([view.h_x or 0.0] + [max(p[0][layer] for p in view.planes[q].values()) for q in planes]) * 1.05 or 1.0
     y_max = max([view.h_y or 0.0] + [max(p[1][layer] for p in view.planes[q].values()) for q in planes]) * 1.08 or 1.0
     plt.xlim(0, x_max)
