@@ -92,6 +92,16 @@ def test_the_compare_screen_hides_layers_zooms_and_logs_epochs_with_the_run_scre
     asyncio.run(scenario())
 
 
+def test_an_ensemble_in_a_compare_is_named_as_a_mean_with_its_spread_drawn():
+    from test_tui_plane import view_of
+
+    single, ensemble = view_of(), view_of(members=[-0.5, 0.5])
+    key = compare_key([single, ensemble], "binning").plain
+    assert "B: mean of 2 networks" in key and "A: mean" not in key and "±1 sd" in key
+    bare = compare_figure([single, view_of()], "binning", 100, 30)
+    assert "\x1b[" in bare and compare_figure([single, ensemble], "binning", 100, 30).count("•") > bare.count("•")
+
+
 def test_the_config_diff_keeps_only_the_keys_that_differ():
     a = {"preset": "quick", "description": "x", "model": {"activation": "tanh", "widths": [10, 7]},
          "train": {"lr": 0.001}, "store": {"runs_dir": "/a"}}

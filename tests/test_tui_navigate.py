@@ -313,6 +313,15 @@ def test_plane_names_are_said_in_words_without_the_estimators_jargon():
     assert plane_words("binning_fixed[bins=8]") == "binning into equal-width bins, re-analysis bins=8"
 
 
+def test_the_family_plane_has_axis_titles_with_units():
+    from ibtui.tui.plots import family_figure
+
+    view = six_layer_view()
+    view.families = {"binning-bin_size": ["binning", "kde_upper"]}
+    text = "\n".join(plain(family_figure(view, "binning-bin_size", 4, 80, 20)))
+    assert "I(X;T), bits" in text and "I(T;Y), bits" in text
+
+
 def test_every_plot_has_axis_titles_with_units():
     view = six_layer_view()
     plane = "\n".join(plain(plane_figure(view, "binning", 80, 20)))

@@ -328,7 +328,9 @@ def family_figure(view: RunView, family: str, layer: int, width: int, height: in
     names = view.layers if len(view.layers) == n_layers else [f"L{i + 1}" for i in range(n_layers)]
     epochs = sorted(view.planes[planes[0]])
     shown = epochs[-1] if cursor is None else max((e for e in epochs if e <= cursor), default=epochs[0])
-    _start(width, height, f"{family} · layer {names[layer]} · epoch {shown} · x I(X;T), y I(T;Y) in bits")
+    _start(width, height, f"{family} · layer {names[layer]} · epoch {shown}")
+    plt.xlabel("I(X;T), bits")
+    plt.ylabel("I(T;Y), bits")
     x_max = max([view.h_x or 0.0] + [max(p[0][layer] for p in view.planes[q].values()) for q in planes]) * 1.05 or 1.0
     y_max = max([view.h_y or 0.0] + [max(p[1][layer] for p in view.planes[q].values()) for q in planes]) * 1.08 or 1.0
     plt.xlim(0, x_max)
@@ -463,6 +465,13 @@ def compare_figure(views: list[RunView], plane: str, width: int, height: int, cu
         hue = run_hue(index)
         visible = options.visible(len(points[epochs[0]][0]))
         colours = [decade_colour(e) for e in epochs]
+        if view.members.get(plane):  # an ensemble: ±1 sd of I(X;T) about each mean point, grey
+            spreads = [(e, view.spread(plane, e)) for e in epochs]
+            xs = [points[e][0][layer] + sign * sd[0][layer] for e, sd in spreads if sd for layer in visible
+                  for sign in (-1, 1)]
+            ys = [points[e][1][layer] for e, sd in spreads if sd for layer in visible for _ in (-1, 1)]
+            if xs:
+                plt.scatter(xs, ys, color="gray", marker="dot")
         for layer in visible:
             xs = [points[e][0][layer] for e in epochs]
             ys = [points[e][1][layer] for e in epochs]
@@ -518,6 +527,11 @@ def compare_key(views: list[RunView], plane: str, cursor: int | None = None,
         text.append("\n")
     epoch_scale(text, max((max(v.planes[plane]) for v in views if v.planes.get(plane)), default=0), "(log)")
     text.append("a run's paths in its colour; ··· its layers at the shown epoch\n", style="dim")
+    ensembles = [(i, len(v.members[plane][e][0])) for i, (v, e) in enumerate(zip(views, shown))
+                 if e is not None and e in v.members.get(plane, {})]
+    if ensembles:
+        text.append(", ".join(f"{run_letter(i)}: mean of {n} networks" for i, n in ensembles)
+                    + "; grey ticks: ±1 sd of I(X;T)\n", style="dim")
     h_x = max((v.h_x or 0.0 for v in views), default=0.0)
     h_y = max((v.h_y or 0.0 for v in views), default=0.0)
     if h_x or h_y:
