@@ -1065,3 +1065,17 @@ def test_an_estimator_only_some_runs_have_is_one_yes_no_column():
                                 row("b", {"model.activation": "relu"})])
     assert "kde" in headers and "noise_variance" not in headers and "activation" in headers
     assert [c[headers.index("kde")] for c in cells] == ["yes", "no"]
+
+
+def test_compare_titles_name_each_runs_overrides(tmp_path):
+    first = labelled_run(tmp_path / "a", name="base")
+    second = labelled_run(tmp_path / "b", model={"activation": "relu"}, train={"epochs": 6})
+    screen = CompareScreen([RunView.from_run_dir(first), RunView.from_run_dir(second)])
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(160, 40)) as pilot:
+            await pilot.pause(0.3)
+            left, right = (str(screen.query_one(f"#plane-{i}").render()) for i in (0, 1))
+            assert "base · tiny" in left and "tiny · relu · 6 epochs" in right
+
+    asyncio.run(scenario())
