@@ -176,7 +176,7 @@ def test_markup_from_a_run_is_shown_as_text_in_the_app(pristine, tmp_path):
         async with OneScreenApp(screen).run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.3)
             await pilot.press("right")  # the app still answers keys
-            assert screen.is_attached and screen.sub_title == "[bold red]boom[/]"  # the text itself, not markup
+            assert screen.is_attached and screen.sub_title == "[bold red]boom[/] · tiny"  # the text itself (and the label), not markup
             assert status_text(screen).startswith("unknown")  # an unknown status is not trusted
 
     asyncio.run(scenario())

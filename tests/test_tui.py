@@ -542,7 +542,7 @@ def test_home_run_list_follows_a_run_that_is_still_going(tmp_path):
         app, _ = home_app(run.parent)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
-            assert (run_cell(app.screen, 0, "status"), run_cell(app.screen, 0, "epochs")) == \
+            assert (run_cell(app.screen, 0, "status"), run_cell(app.screen, 0, "progress")) == \
                 ("running", f"3/{meta['epochs_total']}")
             (run / "meta.json").write_text(json.dumps(meta))  # the run ends
             writer.release()
@@ -1055,3 +1055,31 @@ def test_resume_from_the_run_list_continues_a_stopped_run_live_to_its_end(tmp_pa
 
     asyncio.run(scenario())
     assert json.loads((Path(cut["run_dir"]) / "meta.json").read_text())["status"] == "done"
+
+
+def test_an_estimator_only_some_runs_have_is_one_yes_no_column():
+    from ibtui.tui.state import run_table
+
+    def row(name, config):
+        return {"id": name, "path": name, "status": "done", "preset": "p", "created": "", "epochs": "1/1",
+                "config": config}
+
+    headers, cells = run_table([row("a", {"model.activation": "tanh", "estimators.kde": True,
+                                          "estimators.kde.noise_variance": 0.001}),
+                                row("b", {"model.activation": "relu"})])
+    assert "kde" in headers and "noise_variance" not in headers and "activation" in headers
+    assert [c[headers.index("kde")] for c in cells] == ["yes", "no"]
+
+
+def test_compare_titles_name_each_runs_overrides(tmp_path):
+    first = labelled_run(tmp_path / "a", name="base")
+    second = labelled_run(tmp_path / "b", model={"activation": "relu"}, train={"epochs": 6})
+    screen = CompareScreen([RunView.from_run_dir(first), RunView.from_run_dir(second)])
+
+    async def scenario():
+        async with OneScreenApp(screen).run_test(size=(160, 40)) as pilot:
+            await pilot.pause(0.3)
+            left, right = (str(screen.query_one(f"#plane-{i}").render()) for i in (0, 1))
+            assert "base · tiny" in left and "tiny · relu · 6 epochs" in right
+
+    asyncio.run(scenario())

@@ -540,14 +540,17 @@ def short(value: Any, limit: int = 16) -> str:
 
 def run_table(rows: list[dict[str, Any]], now: float | None = None) -> tuple[list[str], list[list[str]]]:
     """The run list as a table: headers and plain-text cells (the screen escapes nothing: it shows
-    them as text). Columns: run (its name, else its id), status, preset, the config keys that differ
-    between the listed runs (at most ``MAX_DIFF_COLUMNS``), tags, started (relative), took, epochs."""
+    them as text). Columns: run (its name, else its id), status, progress (epochs done/total), preset,
+    the config keys that differ between the listed runs (at most ``MAX_DIFF_COLUMNS``; an estimator
+    that some runs lack is one yes/no column), tags, started (relative), took."""
     now = time.time() if now is None else now
-    keys = differing_keys([r["config"] for r in rows if r.get("config")])[:MAX_DIFF_COLUMNS]
+    keys = differing_keys([r["config"] for r in rows if r.get("config")])
+    estimators = {k for k in keys if k.startswith("estimators.") and k.count(".") == 1}
+    # an estimator one run has and another lacks: one column (yes/no), not one per parameter
+    keys = [k for k in keys if not (k.count(".") == 2 and k.rsplit(".", 1)[0] in estimators)][:MAX_DIFF_COLUMNS]
     ends = [k.rsplit(".", 1)[-1] for k in keys]
-    headers = ["run", "status", "preset",
-               *(end if ends.count(end) == 1 else key for key, end in zip(keys, ends)), "tags", "started", "took",
-               "epochs"]
+    headers = ["run", "status", "progress", "preset",
+               *(end if ends.count(end) == 1 else key for key, end in zip(keys, ends)), "tags", "started", "took"]
     cells = []
     for r in rows:
         started = r.get("started")
@@ -560,10 +563,10 @@ def run_table(rows: list[dict[str, Any]], now: float | None = None) -> tuple[lis
         else:
             took = ""
         config = r.get("config") or {}
-        cells.append([r.get("name") or r["id"], r["status"], r["preset"],
-                      *(short(config[k]) if k in config else "" for k in keys),
-                      ",".join(r.get("tags", [])), ago(now - started) if started is not None else r["created"],
-                      took, r["epochs"]])
+        cells.append([r.get("name") or r["id"], r["status"], r["epochs"], r["preset"],
+                      *(("yes" if k in config else "no") if k in estimators else short(config[k]) if k in config
+                        else "" for k in keys),
+                      ",".join(r.get("tags", [])), ago(now - started) if started is not None else r["created"], took])
     return headers, cells
 
 
