@@ -17,6 +17,7 @@ from ibtui.estimators.kde import KDE
 from ibtui.estimators.ksg import KSG
 from ibtui.estimators.lga import LocalGaussian
 from ibtui.estimators.noisy import NoisyMixture
+from ibtui.estimators.renyi import MatrixRenyi
 
 def sources_digest() -> str:
     """SHA-256 of the estimator modules' sources (their file names and bytes, in name order): it
@@ -33,7 +34,7 @@ def sources_digest() -> str:
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.kind: cls
     for cls in (FixedBinning, Binning, KDE, AdaptiveBinning, Discrete, Gaussian, KSG, LocalGaussian, GeometricAdaptive,
-                NoisyMixture, InfoNCE)
+                NoisyMixture, InfoNCE, MatrixRenyi)
 }
 
 
@@ -60,6 +61,6 @@ def _register_plugins() -> None:
 _register_plugins()
 
 __all__ = ["ESTIMATORS", "AdaptiveBinning", "Binning", "Discrete", "Estimator", "FixedBinning", "Gaussian",
-           "GeometricAdaptive", "InfoNCE", "KDE", "KSG", "LocalGaussian", "MISet", "NoisyMixture", "Plane", "PooledPlane",
+           "GeometricAdaptive", "InfoNCE", "KDE", "KSG", "LocalGaussian", "MatrixRenyi", "MISet", "NoisyMixture", "Plane", "PooledPlane",
            "conditional_cap_bits", "sources_digest",
            "plug_in_entropy_bits"]
