@@ -134,3 +134,15 @@ def test_impossible_parameters_are_refused(params):
 
 def test_it_is_registered():
     assert ESTIMATORS["renyi"] is MatrixRenyi
+
+
+@pytest.mark.parametrize("alpha", [0.7, 1.01])
+def test_the_exact_shortcuts_equal_the_eigenvalues(alpha):
+    from ibtui.estimators.renyi import ids_entropy_bits, spectrum_entropy_bits
+
+    ids = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    full = normalised(same_id_gram(ids, torch.float64))
+    assert ids_entropy_bits(ids, alpha) == pytest.approx(
+        spectrum_entropy_bits(torch.as_tensor(np.linalg.eigvalsh(full.numpy())), alpha), abs=1e-10)
+    diagonal = torch.diag(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
+    assert renyi_entropy_bits(diagonal, alpha) == pytest.approx(renyi_of_proportions([1, 2, 3, 4], alpha), abs=1e-12)

@@ -28,7 +28,9 @@ translations of T; to its scale too under the ``silverman`` and ``median`` width
 Bias and meaning: these are not Shannon quantities (α = 1 gives the von Neumann entropy of A,
 not H(T)), and they depend on σ by design; compare values only at one α and width rule. α = 2
 is computed without eigenvalues (Σ λ² = ‖A‖²_F, exact); other α need the eigenvalues of N × N
-matrices: three per layer (A_T, A_X ∘ A_T, A_T ∘ A_Y), O(N³) time.
+matrices: up to three per layer (A_T, A_X ∘ A_T, A_T ∘ A_Y), O(N³) time. Exact shortcuts: a
+delta kernel's entropy is that of the ids' proportions, and a diagonal matrix's spectrum is its
+diagonal (A_X ∘ A_T when every input is distinct), so no eigenvalues are computed for them.
 
 Memory: Gram matrices are built ``chunk_size`` rows at a time from the activations (never an
 N × N × d tensor); each N × N matrix takes 8 N² bytes in float64 (``precision``; 4 N² in
@@ -101,12 +103,9 @@ def normalised(gram: torch.Tensor) -> torch.Tensor:
     return gram
 
 
-def renyi_entropy_bits(a: torch.Tensor, alpha: float) -> float:
-    """S_α of a trace-normalised PSD matrix, in bits (α = 1: von Neumann; α = 2: from ‖A‖_F)."""
-    a = a / torch.trace(a)
-    if alpha == 2.0:
-        return -math.log2(float((a.to(torch.float64) ** 2).sum()))
-    eigenvalues = torch.linalg.eigvalsh(a).to(torch.float64).clamp_min(0.0)
+def spectrum_entropy_bits(eigenvalues: torch.Tensor, alpha: float) -> float:
+    """S_α in bits of a spectrum (non-negative values, normalised here to sum 1)."""
+    eigenvalues = eigenvalues.to(torch.float64).clamp_min(0.0)
     eigenvalues = eigenvalues / eigenvalues.sum()
     if alpha == 1.0:
         positive = eigenvalues[eigenvalues > 0]
@@ -114,6 +113,23 @@ def renyi_entropy_bits(a: torch.Tensor, alpha: float) -> float:
     return float(torch.log2((eigenvalues ** alpha).sum())) / (1.0 - alpha)
 
 
+def ids_entropy_bits(ids: torch.Tensor, alpha: float) -> float:
+    """S_α of the normalised delta-kernel Gram matrix of discrete ids, exactly: that matrix is block
+    diagonal (after sorting) with blocks of ones / N, so its spectrum is the ids' proportions."""
+    _, counts = torch.unique(ids, return_counts=True)
+    return spectrum_entropy_bits(counts, alpha)
+
+
+def renyi_entropy_bits(a: torch.Tensor, alpha: float) -> float:
+    """S_α of a trace-normalised PSD matrix, in bits (α = 1: von Neumann; α = 2: from ‖A‖_F;
+    a diagonal matrix: from its diagonal; otherwise from its eigenvalues)."""
+    a = a / torch.trace(a)
+    if alpha == 2.0:
+        return -math.log2(float((a.to(torch.float64) ** 2).sum()))
+    diagonal = torch.diagonal(a)
+    if int(torch.count_nonzero(a)) == int(torch.count_nonzero(diagonal)):  # e.g. a delta kernel ∘ anything
+        return spectrum_entropy_bits(diagonal, alpha)
+    return spectrum_entropy_bits(torch.linalg.eigvalsh(a), alpha)
 def joint_entropy_bits(a: torch.Tensor, b: torch.Tensor, alpha: float) -> float:
     """S_α(A, B) = S_α(A ∘ B / tr(A ∘ B)), in bits."""
     return renyi_entropy_bits(a * b, alpha)
@@ -172,10 +188,12 @@ class MatrixRenyi(Estimator):
         alpha = float(self.alpha)
         if mi_set.x is not None:
             a_x = self.gram(mi_set.x.to(layers[0].device if layers else mi_set.x.device))
+            s_x = renyi_entropy_bits(a_x, alpha)
         else:
             a_x = normalised(same_id_gram(mi_set.x_ids, dtype))
+            s_x = ids_entropy_bits(mi_set.x_ids, alpha)
         a_y = normalised(same_id_gram(mi_set.y.to(a_x.device), dtype))
-        s_x, s_y = renyi_entropy_bits(a_x, alpha), renyi_entropy_bits(a_y, alpha)
+        s_y = ids_entropy_bits(mi_set.y, alpha)
         ixt, ity = np.zeros(len(layers)), np.zeros(len(layers))
         for index, h in enumerate(layers):  # loop over layers, not samples
             a_t = self.gram(h.to(a_x.device))
