@@ -146,3 +146,15 @@ def test_the_exact_shortcuts_equal_the_eigenvalues(alpha):
         spectrum_entropy_bits(torch.as_tensor(np.linalg.eigvalsh(full.numpy())), alpha), abs=1e-10)
     diagonal = torch.diag(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
     assert renyi_entropy_bits(diagonal, alpha) == pytest.approx(renyi_of_proportions([1, 2, 3, 4], alpha), abs=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.7, 1.01, 3.0])
+def test_the_block_spectrum_of_a_delta_kernel_product_equals_the_full_product(alpha):
+    from ibtui.estimators.renyi import joint_entropy_bits, joint_with_ids_entropy_bits
+
+    layer, _ = random_case(n=60)
+    a_t = MatrixRenyi(width=1.0).gram(layer)
+    ids = torch.tensor([i % 7 for i in range(50)] + list(range(100, 110)))  # groups of 7 or 8, and singletons
+    a_ids = normalised(same_id_gram(ids, torch.float64))
+    assert joint_with_ids_entropy_bits(a_t, ids, alpha) == pytest.approx(joint_entropy_bits(a_t, a_ids, alpha),
+                                                                         abs=1e-9)

@@ -29,13 +29,15 @@ Bias and meaning: these are not Shannon quantities (α = 1 gives the von Neumann
 not H(T)), and they depend on σ by design; compare values only at one α and width rule. α = 2
 is computed without eigenvalues (Σ λ² = ‖A‖²_F, exact); other α need the eigenvalues of N × N
 matrices: up to three per layer (A_T, A_X ∘ A_T, A_T ∘ A_Y), O(N³) time. Exact shortcuts: a
-delta kernel's entropy is that of the ids' proportions, and a diagonal matrix's spectrum is its
-diagonal (A_X ∘ A_T when every input is distinct), so no eigenvalues are computed for them.
+delta kernel's entropy is that of the ids' proportions, and its product with A_T is block diagonal
+by id, so its spectrum is that of the blocks (the label's C blocks of about N/C samples: C² times
+less work than the full matrix; one-sample blocks are their diagonal entry). Neither A_Y nor, for
+inputs given by id, A_X is ever built.
 
 Memory: Gram matrices are built ``chunk_size`` rows at a time from the activations (never an
 N × N × d tensor); each N × N matrix takes 8 N² bytes in float64 (``precision``; 4 N² in
-float32): at N = 10,000 in float32 about 0.4 GB per matrix, three alive at once, plus the
-eigensolver's workspace.
+float32): at N = 10,000 in float64 0.8 GB per matrix, at most three alive at once (A_X, A_T and
+their product, when the inputs are vectors), plus the eigensolver's workspace.
 """
 
 from __future__ import annotations
@@ -130,6 +132,26 @@ def renyi_entropy_bits(a: torch.Tensor, alpha: float) -> float:
     if int(torch.count_nonzero(a)) == int(torch.count_nonzero(diagonal)):  # e.g. a delta kernel ∘ anything
         return spectrum_entropy_bits(diagonal, alpha)
     return spectrum_entropy_bits(torch.linalg.eigvalsh(a), alpha)
+def joint_with_ids_entropy_bits(a: torch.Tensor, ids: torch.Tensor, alpha: float) -> float:
+    """S_α(A, A_ids) for the delta kernel of discrete ids, exactly and without the N × N product:
+    A ∘ A_ids keeps A's entries within each group of equal ids, so (after sorting) it is block
+    diagonal and its spectrum is the union of the groups' blocks' spectra. Groups of one sample give
+    their diagonal entry; blocks of equal size are solved in one batched call."""
+    ids = ids.to(a.device)
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    order = torch.argsort(inverse, stable=True)
+    sizes = counts.tolist()
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    spectra = []
+    for size in sorted(set(sizes)):  # loop over distinct group sizes, not samples
+        groups = torch.as_tensor(starts[np.asarray(sizes) == size], device=a.device)
+        members = order[groups[:, None] + torch.arange(size, device=a.device)[None, :]]  # (G, size)
+        blocks = a[members[:, :, None], members[:, None, :]]  # (G, size, size)
+        spectra.append(torch.diagonal(blocks, dim1=1, dim2=2).reshape(-1) if size == 1
+                       else torch.linalg.eigvalsh(blocks).reshape(-1))
+    return spectrum_entropy_bits(torch.cat(spectra), alpha)
+
+
 def joint_entropy_bits(a: torch.Tensor, b: torch.Tensor, alpha: float) -> float:
     """S_α(A, B) = S_α(A ∘ B / tr(A ∘ B)), in bits."""
     return renyi_entropy_bits(a * b, alpha)
@@ -184,22 +206,19 @@ class MatrixRenyi(Estimator):
     @no_grad
     def estimate(self, layers: Sequence[torch.Tensor], mi_set: MISet) -> dict[str, Plane]:
         require_finite(layers, "the matrix-based Rényi estimator")
-        dtype = getattr(torch, self.precision)
         alpha = float(self.alpha)
-        if mi_set.x is not None:
-            a_x = self.gram(mi_set.x.to(layers[0].device if layers else mi_set.x.device))
-            s_x = renyi_entropy_bits(a_x, alpha)
-        else:
-            a_x = normalised(same_id_gram(mi_set.x_ids, dtype))
-            s_x = ids_entropy_bits(mi_set.x_ids, alpha)
-        a_y = normalised(same_id_gram(mi_set.y.to(a_x.device), dtype))
+        device = layers[0].device if layers else mi_set.y.device
+        a_x = self.gram(mi_set.x.to(device)) if mi_set.x is not None else None  # else the ids' delta kernel
+        s_x = renyi_entropy_bits(a_x, alpha) if a_x is not None else ids_entropy_bits(mi_set.x_ids, alpha)
         s_y = ids_entropy_bits(mi_set.y, alpha)
         ixt, ity = np.zeros(len(layers)), np.zeros(len(layers))
         for index, h in enumerate(layers):  # loop over layers, not samples
-            a_t = self.gram(h.to(a_x.device))
+            a_t = self.gram(h.to(device))
             s_t = renyi_entropy_bits(a_t, alpha)
-            ixt[index] = s_x + s_t - joint_entropy_bits(a_x, a_t, alpha)
-            ity[index] = s_t + s_y - joint_entropy_bits(a_t, a_y, alpha)
+            joint_x = (joint_entropy_bits(a_x, a_t, alpha) if a_x is not None
+                       else joint_with_ids_entropy_bits(a_t, mi_set.x_ids, alpha))
+            ixt[index] = s_x + s_t - joint_x
+            ity[index] = s_t + s_y - joint_with_ids_entropy_bits(a_t, mi_set.y, alpha)
             del a_t
         # exact bounds (module docstring); clamp only eigensolver rounding (≲ 1e-9 bits)
         return {self.kind: (np.clip(ixt, 0.0, None), np.clip(ity, 0.0, None))}
