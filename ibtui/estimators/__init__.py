@@ -10,6 +10,7 @@ from ibtui.estimators.adaptive import AdaptiveBinning
 from ibtui.estimators.base import Estimator, MISet, Plane, PooledPlane, conditional_cap_bits, plug_in_entropy_bits
 from ibtui.estimators.binning import Binning, FixedBinning
 from ibtui.estimators.discrete import Discrete
+from ibtui.estimators.edge import EDGE
 from ibtui.estimators.gae import GeometricAdaptive
 from ibtui.estimators.gaussian import Gaussian
 from ibtui.estimators.infonce import InfoNCE
@@ -17,6 +18,7 @@ from ibtui.estimators.kde import KDE
 from ibtui.estimators.ksg import KSG
 from ibtui.estimators.lga import LocalGaussian
 from ibtui.estimators.noisy import NoisyMixture
+from ibtui.estimators.renyi import MatrixRenyi
 
 def sources_digest() -> str:
     """SHA-256 of the estimator modules' sources (their file names and bytes, in name order): it
@@ -33,7 +35,7 @@ def sources_digest() -> str:
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.kind: cls
     for cls in (FixedBinning, Binning, KDE, AdaptiveBinning, Discrete, Gaussian, KSG, LocalGaussian, GeometricAdaptive,
-                NoisyMixture, InfoNCE)
+                NoisyMixture, InfoNCE, MatrixRenyi, EDGE)
 }
 
 
@@ -59,7 +61,7 @@ def _register_plugins() -> None:
 
 _register_plugins()
 
-__all__ = ["ESTIMATORS", "AdaptiveBinning", "Binning", "Discrete", "Estimator", "FixedBinning", "Gaussian",
-           "GeometricAdaptive", "InfoNCE", "KDE", "KSG", "LocalGaussian", "MISet", "NoisyMixture", "Plane", "PooledPlane",
+__all__ = ["ESTIMATORS", "AdaptiveBinning", "Binning", "Discrete", "EDGE", "Estimator", "FixedBinning", "Gaussian",
+           "GeometricAdaptive", "InfoNCE", "KDE", "KSG", "LocalGaussian", "MatrixRenyi", "MISet", "NoisyMixture", "Plane", "PooledPlane",
            "conditional_cap_bits", "sources_digest",
            "plug_in_entropy_bits"]
