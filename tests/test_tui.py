@@ -1079,7 +1079,8 @@ def test_compare_titles_name_each_runs_overrides(tmp_path):
     async def scenario():
         async with OneScreenApp(screen).run_test(size=(160, 40)) as pilot:
             await pilot.pause(0.3)
-            left, right = (str(screen.query_one(f"#plane-{i}").render()) for i in (0, 1))
-            assert "base · tiny" in left and "tiny · relu · 6 epochs" in right
+            header = str(screen.query_one("#compare-header").render())
+            first_line, second_line = header.splitlines()[:2]
+            assert "base · tiny" in first_line and "tiny · relu · 6 epochs" in second_line
 
     asyncio.run(scenario())
