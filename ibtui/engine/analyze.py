@@ -61,7 +61,7 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, 
     if device is not None:
         raw["train"] = {**(raw.get("train") if isinstance(raw.get("train"), dict) else {}), "device": device}
     cfg = config_from_dict(raw, source=str(path / CONFIG))
-    prep = prepare(cfg)
+    prep = prepare(cfg, from_run=True)
     check_estimators(estimators, prep.mi_sets)  # ParameterError (one line) before any work
     epochs = run.checkpointed_epochs()
     if not epochs:
