@@ -117,7 +117,7 @@ class Sweep:
         for raw in lines:
             try:
                 line = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # torn, not UTF-8, or nested beyond reason
                 continue
             if not (isinstance(line, dict) and isinstance(line.get("cell"), str)):
                 continue
