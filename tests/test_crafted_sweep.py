@@ -35,3 +35,14 @@ def test_a_deeply_nested_line_in_results_jsonl_is_skipped(tmp_path):
     job.open()
     (job.root / "results.jsonl").write_bytes(b"[" * 100_000 + b"]" * 100_000 + b"\n")
     assert job.recorded_attempts() == {}
+
+
+def test_a_ray_sweep_without_ray_leaves_no_sweep_directory(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError: Ray missing
+    result = CliRunner().invoke(app, ["sweep", "-p", "quick", *TINY, "--runs-dir", str(tmp_path), "--name", "r",
+                                      "--ray-address", "127.0.0.1:1", "--quiet"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.startswith("error:") and "Ray" in result.output
+    assert not (tmp_path / "r").exists()
