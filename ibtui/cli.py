@@ -537,6 +537,7 @@ def sweep(
         # dataset and device problems surface now (a Ray driver need not have the cluster's GPUs)
         prepare(spec.config(spec.cells()[0], 0, *(['train.device="cpu"'] if backend == "ray" else [])))
         job = Sweep(spec, given_runs_dir(ctx, runs_dir) or first.store.runs_dir, name)
+        fresh = not job.root.exists()
         job.open()
     except UserError as exc:
         fail(str(exc))
@@ -570,6 +571,8 @@ def sweep(
             else:
                 finished = run_ray(job, todo, ray_address, retries, cpus_per_cell, gpus_per_cell, on_outcome)
     except UserError as exc:
+        if fresh:  # the backend could not start (Ray missing or unreachable): leave no sweep behind
+            job.remove_if_unstarted()
         fail(str(exc))
     summary = job.summary()
     if as_json:

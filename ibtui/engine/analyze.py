@@ -24,7 +24,7 @@ import torch
 from ibtui.config import build_estimator, config_from_dict
 from ibtui.estimators.base import check_estimators
 from ibtui.rundir.reader import ANALYSIS, load_run
-from ibtui.rundir.store import CONFIG, atomic_write_bytes, atomic_write_npz
+from ibtui.rundir.store import CONFIG, atomic_write_files, npz_bytes
 from ibtui.errors import UserError
 
 
@@ -61,7 +61,7 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, 
     if device is not None:
         raw["train"] = {**(raw.get("train") if isinstance(raw.get("train"), dict) else {}), "device": device}
     cfg = config_from_dict(raw, source=str(path / CONFIG))
-    prep = prepare(cfg)
+    prep = prepare(cfg, from_run=True)
     check_estimators(estimators, prep.mi_sets)  # ParameterError (one line) before any work
     epochs = run.checkpointed_epochs()
     if not epochs:
@@ -99,16 +99,30 @@ def analyze(run_dir: str | Path, kind: str, vary: tuple[str, list[Any]] | None, 
         if model.size > 1:
             out[f"{label}.ixt_seeds"], out[f"{label}.ity_seeds"] = data[:, 0], data[:, 1]
     stem = analysis_stem(kind, param)
-    folder = path / ANALYSIS
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise UserError(f"{folder} is not a plain directory; refusing to write there")
-    folder.mkdir(exist_ok=True)
-    atomic_write_npz(folder / f"{stem}.npz", out)
     description = {
         "estimator": kind, "param": param, "values": list(values) if param else [], "fixed": dict(fixed or {}),
         "planes": list(planes), "epochs": epochs, "layers": model.layer_names, "seeds": model.seeds,
         "arrays": f"{ANALYSIS}/{stem}.npz", "seconds": round(time.perf_counter() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_bytes(folder / f"{stem}.json", (json.dumps(description, indent=2) + "\n").encode())
+    store_analysis(path / ANALYSIS, stem, out, description)
     return description
+
+
+def store_analysis(folder: Path, stem: str, arrays: dict[str, np.ndarray], description: dict[str, Any]) -> None:
+    """``<stem>.npz`` and ``<stem>.json`` in ``folder``, replaced together; UserError (one line) when
+    they cannot be stored (full disk, read-only...), with the folder as it was."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{folder} is not a plain directory; refusing to write there")
+    created = not folder.exists()
+    try:
+        folder.mkdir(exist_ok=True)
+        atomic_write_files({folder / f"{stem}.npz": npz_bytes(arrays),
+                            folder / f"{stem}.json": (json.dumps(description, indent=2) + "\n").encode()})
+    except OSError as exc:
+        if created:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise UserError(f"cannot store the analysis in {folder}: {exc.strerror or exc}") from None

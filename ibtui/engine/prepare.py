@@ -82,10 +82,12 @@ def member_seeds(cfg: Config) -> list[int]:
     return [cfg.train.seed + i for i in range(cfg.train.seeds)]
 
 
-def prepare(cfg: Config) -> Prepared:
-    """Resolve the device, load and split the data, build the model. Raises UserError."""
+def prepare(cfg: Config, from_run: bool = False) -> Prepared:
+    """Resolve the device, load and split the data, build the model. Raises UserError.
+    ``from_run``: ``cfg`` was read from a run directory (resume, analyze): its paths are only read,
+    never created or written (a crafted ``data_dir`` cannot make us write elsewhere)."""
     device = resolve_device(cfg.train.device)
-    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir or None)
+    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir or None, fetch_into_data_dir=not from_run)
     seeds = member_seeds(cfg)
     splits = [member_indices(cfg, dataset, seed) for seed in seeds]
 

@@ -156,7 +156,7 @@ def resume(run_dir: str | Path, on_event: EventSink | None = None, stop: StopFla
     if writer_alive(path, run.meta) and run.meta.get("pid") != os.getpid():
         raise UserError(f"{path} is still being written by another process")
     cfg = run.settings()
-    prep = prepare(cfg)
+    prep = prepare(cfg, from_run=True)
     point = last_checkpoint(run, cfg.train.epochs)
     engine = Engine(prep, None, lambda event: None, logging.getLogger("ibtui.resume"))
     if point is not None:

@@ -38,8 +38,10 @@ def check_int(where: str, value: Any, low: int, high: int = MAX_COUNT) -> None:
     ``where`` names it (``estimators.ksg.k``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ParameterError(f"{where} must be an integer; got {value!r}")
-    if not low <= value <= high:
-        raise ParameterError(f"{where} must be from {low} to {high}; got {value}")
+    if value < low:
+        raise ParameterError(f"{where} must be >= {low}; got {value}")
+    if value > high:
+        raise ParameterError(f"{where} must be <= {high}; got {value}")
 
 
 def check_samples(where: str, k: int, n: int) -> None:

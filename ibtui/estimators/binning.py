@@ -272,7 +272,7 @@ class FixedBinning(PlugIn):
     summary: ClassVar[str] = "IDNNs binning: `bins` edges linspace(low, high); values >= high share the top bin"
 
     def validate(self) -> None:
-        check_int("estimators.binning_fixed.bins (edges)", self.bins, 2)
+        check_int("estimators.binning_fixed.bins", self.bins, 2)  # it counts edges
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
             raise ParameterError(f"estimators.binning_fixed needs finite low < high; got low={self.low}, high={self.high}")
 

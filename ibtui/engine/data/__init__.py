@@ -102,8 +102,10 @@ def _unknown_spec(spec: object) -> UserError:
     return UserError(f"unknown dataset spec {spec!r}: valid forms are {VALID_SPECS}")
 
 
-def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
-    """Load the dataset named by ``spec`` (see the module docstring for the forms)."""
+def load_dataset(spec: str, data_dir: str | Path | None = None, fetch_into_data_dir: bool = True) -> Dataset:
+    """Load the dataset named by ``spec`` (see the module docstring for the forms).
+    ``fetch_into_data_dir`` False (a ``data_dir`` read from a run directory, which may come from
+    someone else): ``data_dir`` is only read; missing files are fetched into the cache instead."""
     if not isinstance(spec, str):
         raise UserError(f"dataset spec must be a string, got {type(spec).__name__}; valid forms: {VALID_SPECS}")
     text = spec.strip()
@@ -111,7 +113,7 @@ def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
     if key == "12bit":
         return make_twelve_bit()
     if key in SOURCES:
-        return _load_idx_dataset(key, data_dir)
+        return _load_idx_dataset(key, data_dir, fetch_into_data_dir)
     if key.startswith("mat:"):
         return _load_mat(text[4:], text)
     if key.startswith("npz:"):

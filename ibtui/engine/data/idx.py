@@ -144,14 +144,19 @@ def _read_idx_file(path: Path) -> np.ndarray:
     return _parse_idx(data, str(path))
 
 
-def _locate_idx_files(dataset: str, data_dir: str | Path | None) -> dict[str, Path]:
-    """Find (or download and verify) the four IDX files; returns stem -> path."""
+def _locate_idx_files(dataset: str, data_dir: str | Path | None, fetch_into_data_dir: bool = True) -> dict[str, Path]:
+    """Find (or download and verify) the four IDX files; returns stem -> path. Without
+    ``fetch_into_data_dir`` nothing is created or written in ``data_dir``: unless every file is
+    there, the cache directory is used (and downloaded into) instead."""
     source = SOURCES[dataset]
     files: dict[str, str] = source["files"]
     base_url = os.environ.get(_mirror_env(dataset), "").strip() or source["base_url"]
     if not base_url.endswith("/"):
         base_url += "/"
     directory = _cache_dir(dataset, data_dir)
+    if not fetch_into_data_dir and not all((directory / (s + ".gz")).is_file() or (directory / s).is_file()
+                                           for s in _IDX_FILES):
+        directory = _cache_dir(dataset, None)
     found: dict[str, Path] = {}
     for stem in _IDX_FILES:
         gz_name = stem + ".gz"
@@ -176,8 +181,8 @@ def _locate_idx_files(dataset: str, data_dir: str | Path | None) -> dict[str, Pa
     return found
 
 
-def _load_idx_dataset(dataset: str, data_dir: str | Path | None) -> Dataset:
-    paths = _locate_idx_files(dataset, data_dir)
+def _load_idx_dataset(dataset: str, data_dir: str | Path | None, fetch_into_data_dir: bool = True) -> Dataset:
+    paths = _locate_idx_files(dataset, data_dir, fetch_into_data_dir)
     arrays = {stem: _read_idx_file(path) for stem, path in paths.items()}
     parts_x, parts_y = [], []
     shape = None

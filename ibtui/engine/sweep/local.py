@@ -7,13 +7,14 @@ import multiprocessing.connection
 import os
 import platform
 import signal
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 
 from ibtui.config import config_from_dict
 from ibtui.rundir.reader import read_run_meta
-from ibtui.rundir.store import CONFIG, utc_stamp
+from ibtui.rundir.store import CONFIG, lock_is_held, utc_stamp
 from ibtui.errors import UserError
 from ibtui.engine.sweep.results import Outcome, Sweep, cell_result
 from ibtui.engine.sweep.spec import Cell
@@ -32,6 +33,7 @@ def run_cell(raw_config: dict[str, Any], run_dir: str | Path, stop: Any = None) 
 
     path = Path(run_dir)
     if path.exists():
+        _wait_for_writer(path)
         try:
             status = read_run_meta(path)["status"]
         except UserError:
@@ -51,6 +53,17 @@ def run_cell(raw_config: dict[str, Any], run_dir: str | Path, stop: Any = None) 
     return cell_result(path)
 
 
+WRITER_WAIT_S = 60.0
+
+
+def _wait_for_writer(path: Path, seconds: float = WRITER_WAIT_S) -> None:
+    """A cell whose process is still stopping (its earlier driver died, so it got SIGTERM and is
+    writing its final files) is waited for, up to ``seconds``, rather than reported as failed."""
+    deadline = time.monotonic() + seconds
+    while lock_is_held(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _limit_threads(raw_config: dict[str, Any]) -> None:
     """Every torch op of a worker on its share of the cores (``train.threads``), not only the
     engine's training and measurement blocks: cells side by side must not oversubscribe."""
@@ -61,16 +74,37 @@ def _limit_threads(raw_config: dict[str, Any]) -> None:
         torch.set_num_threads(threads)
 
 
-def _cell_process(raw_config: dict[str, Any], run_dir: str, reply: Any) -> None:
-    """Entry point of a local worker process: SIGTERM stops the run like Ctrl+C (epochs kept).
-    An error that leaves no run behind (e.g. a missing dataset) is sent on ``reply`` as one line."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+PR_SET_PDEATHSIG = 1
 
-    signal.signal(signal.SIGTERM, interrupt)
+
+def _die_with(driver: int) -> None:
+    """Linux: the kernel sends this process SIGTERM when the driver dies (even by SIGKILL), so a
+    cell never outlives its sweep; it stops like Ctrl+C (``stopped``, epochs kept) and the same
+    sweep command resumes it. Elsewhere nothing (the driver still stops its cells when it can)."""
     try:
-        _limit_threads(raw_config)
-        result = run_cell(raw_config, run_dir)
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != driver:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _cell_process(raw_config: dict[str, Any], run_dir: str, reply: Any, driver: int | None = None) -> None:
+    """Entry point of a local worker process: SIGTERM (or SIGHUP) stops the run like Ctrl+C
+    (epochs kept), and so does the death of the ``driver`` process. An error that leaves no run
+    behind (e.g. a missing dataset) is sent on ``reply`` as one line."""
+    from ibtui.engine.signals import stop_on_signals
+
+    try:
+        with stop_on_signals((signal.SIGTERM, signal.SIGHUP)):
+            if driver is not None:
+                _die_with(driver)
+            _limit_threads(raw_config)
+            result = run_cell(raw_config, run_dir)
     except KeyboardInterrupt:
         os._exit(130)
     except Exception as exc:  # UserError and anything unexpected: reported, the cell retried
@@ -109,7 +143,8 @@ def run_local(sweep: Sweep, cells: list[Cell], workers: int, retries: int,
                 cell, attempt = queue.pop(0)
                 raw = sweep.spec.config(cell, threads).to_dict()
                 receive, send = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_cell_process, args=(raw, str(sweep.cell_dir(cell)), send), daemon=False)
+                process = ctx.Process(target=_cell_process, args=(raw, str(sweep.cell_dir(cell)), send, os.getpid()),
+                                      daemon=False)
                 process.start()
                 send.close()
                 running[process] = (cell, attempt, receive)

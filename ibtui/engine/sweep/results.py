@@ -96,6 +96,16 @@ class Sweep:
         except (ValueError, RecursionError):
             raise UserError(f"{path} is not valid JSON; move it away or choose another --name") from None
 
+    def remove_if_unstarted(self) -> None:
+        """Remove the sweep directory when it holds nothing but its ``sweep.json`` (no cell was
+        started: the backend could not start). Called only by the command that created it."""
+        try:
+            if [p.name for p in self.root.iterdir()] == [SWEEP]:
+                (self.root / SWEEP).unlink()
+                self.root.rmdir()
+        except OSError:
+            pass
+
     def pending(self) -> tuple[list[Cell], list[Cell]]:
         """(cells already done, cells to run)."""
         done, todo = [], []
@@ -117,7 +127,7 @@ class Sweep:
         for raw in lines:
             try:
                 line = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # torn, not UTF-8, or nested beyond reason
                 continue
             if not (isinstance(line, dict) and isinstance(line.get("cell"), str)):
                 continue
