@@ -322,7 +322,7 @@ class RunView:
             view.add_log(f"this run is {view.status}: u on the run list resumes it (or ibtui resume {run.path})")
         try:
             view.schedule = run.settings().schedule  # a run still being written: its ETA by schedule
-        except UserError:
+        except (UserError, OSError):  # no or a malformed config.toml: no ETA (warned below)
             pass
         for record in run.records:
             view._fold(record)
