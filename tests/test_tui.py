@@ -1084,3 +1084,41 @@ def test_compare_titles_name_each_runs_overrides(tmp_path):
             assert "base · tiny" in first_line and "tiny · relu · 6 epochs" in second_line
 
     asyncio.run(scenario())
+
+
+def test_the_palette_has_one_quit_and_it_asks_first_while_a_run_is_going(tmp_path):
+    async def scenario():
+        app, _ = home_app(tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            app.workers_started.append(FakeWorker(fake_stream(end=False), stays_alive=True))
+            quits = [c for c in app.get_system_commands(app.screen) if c.title == "Quit"]
+            assert len(quits) == 1
+            result = quits[0].callback()
+            if asyncio.iscoroutine(result):
+                await result
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, ConfirmScreen) and app.is_running
+
+    asyncio.run(scenario())
+
+
+def test_the_screenshot_writes_next_to_the_runs_or_to_ibtui_screenshot_dir(tmp_path, monkeypatch):
+    from ibtui.tui.app import screenshot_dir
+
+    assert screenshot_dir(str(tmp_path / "runs"), {}) == tmp_path / "screenshots"
+    assert screenshot_dir("runs", {"IBTUI_SCREENSHOT_DIR": str(tmp_path / "shots")}) == tmp_path / "shots"
+    monkeypatch.setenv("IBTUI_SCREENSHOT_DIR", str(tmp_path / "shots"))
+
+    async def scenario():
+        app, _ = home_app(tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            app.action_screenshot()
+            for _ in range(50):
+                await pilot.pause(0.1)
+                if list((tmp_path / "shots").glob("*.svg")):
+                    break
+            assert len(list((tmp_path / "shots").glob("*.svg"))) == 1
+
+    asyncio.run(scenario())

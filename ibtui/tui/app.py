@@ -7,6 +7,7 @@ and is listed by ``?``.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
@@ -41,6 +42,17 @@ def binding_rows(screen: Screen, app: App) -> list[tuple[str, str]]:
             keys = ", ".join(app.get_key_display(Binding(k.strip(), binding.action)) for k in binding.key.split(","))
             rows.append((keys, binding.description))
     return rows
+
+
+def screenshot_dir(runs_dir: str, environ=os.environ) -> Path:
+    """Where the built-in screenshot (palette: Screenshot) writes: ``$IBTUI_SCREENSHOT_DIR``, else a
+    ``screenshots`` directory next to the runs directory (servers have no ~/Downloads)."""
+    chosen = environ.get("IBTUI_SCREENSHOT_DIR")
+    return Path(chosen) if chosen else Path(runs_dir).absolute().parent / "screenshots"
+
+
+BUILTIN_REPLACED = {"Quit"}
+"""Textual's own palette commands that the app's bindings replace (its Quit does not ask first)."""
 
 
 class IbtuiApp(App):
@@ -150,8 +162,20 @@ class IbtuiApp(App):
         for worker in self.workers_started:
             worker.shutdown()
 
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        if path is None:
+            folder = screenshot_dir(self.runs_dir)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self.notify(f"cannot write a screenshot in {folder}: {exc.strerror or exc}", severity="error")
+                return None
+            path = str(folder)
+        return super().deliver_screenshot(filename, path, time_format)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        yield from (c for c in super().get_system_commands(screen) if c.title not in BUILTIN_REPLACED)
         for node in (screen, self):
             for binding in node.BINDINGS:
                 if isinstance(binding, Binding) and binding.description:
