@@ -1122,3 +1122,22 @@ def test_the_screenshot_writes_next_to_the_runs_or_to_ibtui_screenshot_dir(tmp_p
             assert len(list((tmp_path / "shots").glob("*.svg"))) == 1
 
     asyncio.run(scenario())
+
+
+def test_a_mark_shows_in_the_run_list_at_once(tmp_path):
+    for i in range(3):
+        (tmp_path / f"run{i}").mkdir()
+        (tmp_path / f"run{i}" / "meta.json").write_text(json.dumps(
+            {"status": "done", "preset": "x", "created": f"2026-01-01T00:00:0{i}", "epochs_done": 1, "epochs_total": 1}))
+
+    async def scenario():
+        app, _ = home_app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            table = app.screen.query_one("#runs")
+            table.focus()
+            await pilot.press("m")
+            await pilot.pause(0.1)  # well under the run list's refresh interval
+            assert table.render_line(1).text.lstrip().startswith("*")  # drawn, not only stored
+
+    asyncio.run(scenario())

@@ -263,7 +263,8 @@ class HomeScreen(Screen):
         headers, cells = run_table(self.rows)
         if headers != self.columns:
             table.clear(columns=True)
-            table.add_columns("", *headers)
+            table.add_column("", width=1)  # the mark (m): its width is fixed, so a new star shows at once
+            table.add_columns(*headers)
             self.columns = headers
         else:
             table.clear()
