@@ -282,14 +282,13 @@ def summary_table(summary: dict[str, Any]) -> Table:
              f"{summary['measured_epochs']} measured · {summary['wall_seconds']:.1f} s · "
              f"train acc {_fmt(summary['train_acc'])} · test acc {_fmt(summary['test_acc'])}"
              + (f" (float {_fmt(summary['float_test_acc'])})" if "float_test_acc" in summary else "")
-             + (f" · {len(seeds)} networks: mean ± sd of each one's own value" if ensemble else "")
-             + " · bits")
+             + (f" · {len(seeds)} networks: mean ± sd of each one's own value" if ensemble else ""))
     capped = any(row.get("caps") for rows in summary["planes"].values() for row in rows)
     caption = escape(summary["run_dir"]) + ("\n▲ at its cap (saturated, not resolved): " + "; ".join(sorted(
         {cap for rows in summary["planes"].values() for row in rows for cap in row.get("caps", [])})) if capped else "")
     table = Table(title=title, caption=caption, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, collapse_padding=True)
-    for col in ["plane", "layer", "I(X;T)", "I(T;Y)", "peak I(X;T)", "at epoch", "drop"]:
+    for col in ["plane", "layer", "I(X;T)\nbits", "I(T;Y)\nbits", "peak I(X;T)\nbits", "at\nepoch", "drop\nbits"]:
         table.add_column(col, justify="left" if col in ("plane", "layer") else "right", no_wrap=True)
 
     def value(row: dict[str, Any], key: str, digits: int = 2) -> str:
@@ -420,6 +419,28 @@ class EtaColumn(ProgressColumn):
         return Text(f"ETA {fmt_eta(task.fields.get('eta'))}", style="cyan")
 
 
+class MiColumn(ProgressColumn):
+    """The MI values of the last measurement: one line, cut with … to the width the other columns leave."""
+
+    def render(self, task: Task) -> Text:
+        text = Text.from_markup(task.fields.get("mi", ""), overflow="ellipsis")
+        text.no_wrap = True
+        return text
+
+
+def progress_bar(console: Console, disable: bool = False) -> Progress:
+    """The progress bar of a run on a terminal; at 80 columns: the label shortened, then the ETA
+    before the MI values, which take what is left."""
+    return Progress(
+        TextColumn("[bold]{task.description}", table_column=Column(max_width=24, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=10),
+        TextColumn("epoch {task.completed:.0f}/{task.total:.0f}", table_column=Column(no_wrap=True)),
+        RateColumn(table_column=Column(no_wrap=True)), EtaColumn(table_column=Column(no_wrap=True)),
+        MiColumn(table_column=Column(ratio=1)),  # wrappable for Rich: it gives way first
+        console=console, disable=disable, transient=False, refresh_per_second=4,
+    )
+
+
 def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]],
                    quiet: bool, as_json: bool, schedule: Any = None, every_s: float = 10.0) -> None:
     """Drive ``start(on_event)`` under a progress bar (on a terminal) or plain progress lines every
@@ -431,14 +452,7 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
     if not quiet and not err.is_terminal:
         plain = PlainProgress(lambda line: err.out(line, highlight=False), title, epochs, eta,
                               every_s=every_s)
-    progress = Progress(  # at 80 columns: the label shortened, then the ETA before the MI values
-        TextColumn("[bold]{task.description}", table_column=Column(max_width=24, no_wrap=True, overflow="ellipsis")),
-        BarColumn(bar_width=10),
-        TextColumn("epoch {task.completed:.0f}/{task.total:.0f}", table_column=Column(no_wrap=True)),
-        RateColumn(table_column=Column(no_wrap=True)), EtaColumn(table_column=Column(no_wrap=True)),
-        TextColumn("{task.fields[mi]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
-        console=err, disable=quiet or plain is not None, transient=False, refresh_per_second=4,
-    )
+    progress = progress_bar(err, disable=quiet or plain is not None)
     task = progress.add_task(escape(title), total=max(epochs, 1), mi="", eta=None)
     layer_names: list[str] = []
 
@@ -454,8 +468,9 @@ def _with_progress(title: str, epochs: int, start: Callable[[Callable[[dict[str,
                                 if meta.get(key))
                 if meta.get("tags"):
                     extra += f"  [dim]tags:[/] {escape(', '.join(meta['tags']))}"
-                err.print(f"[dim]run:[/] {escape(title)}  [dim]directory:[/] {escape(event['run_dir'])}  "
-                          f"[dim]device:[/] {escape(str(meta['device']))}{extra}", highlight=False, soft_wrap=True)
+                for line in (f"[dim]run:[/] {escape(title)}", f"[dim]directory:[/] {escape(event['run_dir'])}",
+                             f"[dim]device:[/] {escape(str(meta['device']))}{extra}"):  # each folded to the width
+                    err.print(line, highlight=False, overflow="fold")
         elif kind == "epoch":
             progress.update(task, completed=event["epoch"], eta=eta.seconds())
         elif kind == "measure":

@@ -222,3 +222,40 @@ def test_replay_of_more_runs_than_colours_is_a_one_line_error(tmp_path):
     result = runner.invoke(app, ["replay", *[str(tmp_path / f"r{i}") for i in range(len(RUN_COLOURS) + 1)]])
     assert result.exit_code == 2
     assert "at most" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_headless_runs_output_fits_80_columns_and_its_summary_says_bits(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    import ibtui.cli as cli
+
+    monkeypatch.setattr(cli, "out", Console(width=80))
+    monkeypatch.setattr(cli, "err", Console(width=80, stderr=True))
+    result = runner.invoke(app, ["run", "--preset", "quick", *TINY, "--seeds", "2", "--progress-every", "0",
+                                 "--name", "a name long enough to push the run line past eighty columns",
+                                 "--runs-dir", str(tmp_path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("ETA" in line for line in lines) and any("softmax:2" in line for line in lines)
+    assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
+    header = next(i for i, line in enumerate(lines) if "I(X;T)" in line and "I(T;Y)" in line)
+    assert lines[header + 1].split()[-5:] == ["bits", "bits", "bits", "epoch", "bits"]
+
+
+def test_the_progress_bar_of_a_terminal_fits_80_columns():
+    import io
+
+    from rich.console import Console
+
+    from ibtui.cli import progress_bar
+
+    console = Console(width=80, file=io.StringIO(), force_terminal=True)
+    bar = progress_bar(console)
+    bar.add_task("quick · 100000 epochs · 8 networks · every_n schedule · every=3 · a long name", total=100000,
+                 completed=99999, eta=3 * 3600.0,
+                 mi="binning h1 12.00/1.00 h2 11.99/0.99 h3 11.00/0.90 h4 9.00/0.50 softmax 2.00/0.10")
+    record = Console(width=80, file=io.StringIO(), record=True)
+    record.print(bar.make_tasks_table(bar.tasks))
+    lines = record.export_text().splitlines()
+    assert lines and "ETA" in lines[0] and "epoch 99999/100000" in lines[0]
+    assert max(len(line) for line in lines) <= 80
