@@ -1141,3 +1141,100 @@ def test_a_mark_shows_in_the_run_list_at_once(tmp_path):
             assert table.render_line(1).text.lstrip().startswith("*")  # drawn, not only stored
 
     asyncio.run(scenario())
+
+
+def test_typing_into_a_form_field_inserts_the_characters_the_screen_binds(tmp_path):
+    from ibtui.tui.home import HomeScreen, field_id
+
+    async def scenario():
+        app, launched = home_app(tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            name = app.screen.query_one(f"#{field_id('run.name')}")
+            name.focus()
+            await pilot.press(*"lqs/mcour?h1", "ctrl+r")  # ctrl+r (reset) is no character: it resets
+            await pilot.pause(0.1)
+            assert launched == [] and isinstance(app.screen, HomeScreen) and app.is_running
+            assert not app.screen.query_one("#runs-filter").has_class("shown")
+            name.value = ""
+            await pilot.press(*"lqs/mcour?h1")
+            assert name.value == "lqs/mcour?h1"
+
+    asyncio.run(scenario())
+
+
+def test_reset_puts_the_presets_values_back_in_the_form(tmp_path):
+    from ibtui.tui.home import field_id
+
+    async def scenario():
+        app, _ = home_app(tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            epochs = home.query_one(f"#{field_id('train.epochs')}")
+            before = epochs.value
+            epochs.value, home.query_one(f"#{field_id('run.name')}").value = "77", "mine"
+            epochs.focus()
+            await pilot.press("ctrl+r")
+            await pilot.pause(0.1)
+            assert epochs.value == before and home.query_one(f"#{field_id('run.name')}").value == ""
+            assert any(c.title == "Reset the form to the preset" for c in app.get_system_commands(home))
+
+    asyncio.run(scenario())
+
+
+def test_every_form_label_fits_on_one_line_at_120_columns(tmp_path):
+    async def scenario():
+        app, _ = home_app(tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            labels = list(app.screen.query(".field-label"))
+            room = app.screen.query_one("#form").scrollable_content_region.width  # the form's, not the label's
+            assert labels and room > 0
+            for label in labels:
+                assert label.size.height == 1 and len(str(label.render())) <= room, str(label.render())
+
+    asyncio.run(scenario())
+
+
+def test_the_form_sets_learning_rate_optimiser_and_batch_size_checked_like_set(tmp_path):
+    from ibtui.tui.home import field_id
+
+    async def scenario():
+        app, launched = home_app(tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            home.query_one(f"#{field_id('train.batch_size')}").value = "0"
+            home.action_launch()
+            await pilot.pause(0.1)
+            assert launched == [] and any("batch_size" in str(n.message) for n in app._notifications)
+            home.query_one(f"#{field_id('train.batch_size')}").value = "64"
+            home.query_one(f"#{field_id('train.lr')}").value = "0.01"
+            home.query_one(f"#{field_id('train.optimizer')}").value = "sgd"
+            home.action_launch()
+            cfg = launched[0]
+            assert (cfg.train.batch_size, cfg.train.lr, cfg.train.optimizer) == (64, 0.01, "sgd")
+
+    asyncio.run(scenario())
+
+
+def test_a_value_for_an_estimator_not_selected_is_refused_with_a_message(tmp_path):
+    from ibtui.tui.home import field_id
+
+    async def scenario():
+        app, launched = home_app(tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            home = app.screen
+            home.query_one(f"#{field_id('estimators')}").value = "binning"
+            home.query_one(f"#{field_id('estimators.binning_fixed.bins')}").value = "40"
+            home.action_launch()
+            await pilot.pause(0.1)
+            assert launched == []
+            assert any("binning_fixed is not among the estimators" in str(n.message) for n in app._notifications)
+            home.query_one(f"#{field_id('estimators.binning_fixed.bins')}").value = ""
+            home.action_launch()
+            assert launched and list(launched[0].estimators) == ["binning"]
+
+    asyncio.run(scenario())

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, Select
 from textual.widgets.option_list import Option
 
-from ibtui.config import ACTIVATIONS, SCHEDULES, Config, available_presets, load_preset, preset_description
+from ibtui.config import ACTIVATIONS, OPTIMIZERS, SCHEDULES, Config, available_presets, load_preset, preset_description
 from ibtui.errors import UserError
 from ibtui.runinfo import described, run_info
 from ibtui.tui.state import LIVE_STATUSES, RESUMABLE, filter_rows, list_runs, run_table
@@ -32,25 +32,27 @@ class Field:
     choices: tuple[str, ...] = ()
 
 
-RUN_FIELDS = [Field("run.name", "run name (shown in the run list)"), Field("run.tags", "tags, comma-separated"),
+RUN_FIELDS = [Field("run.name", "run name (in the run list)"), Field("run.tags", "tags, comma-separated"),
               Field("run.note", "note")]
 """What tells the run apart (meta.json, not the configuration)."""
 
 FIELDS = [
     *RUN_FIELDS,
-    Field("data.dataset", "dataset (12bit | mat:PATH | npz:PATH | mnist | fashion-mnist)"),
+    Field("data.dataset", "dataset: 12bit, mnist, mat:PATH, …"),
     Field("model.activation", "activation", ACTIVATIONS),
     Field("model.widths", "hidden widths"),
-    Field("estimators", "estimators, comma-separated (ibtui estimators lists them)"),
+    Field("estimators", "estimators, comma-separated"),
     Field("estimators.binning.bin_size", "binning: bin size"),
     Field("estimators.binning_fixed.bins", "binning_fixed: number of edges"),
     Field("estimators.kde.noise_variance", "kde: noise variance σ²"),
     Field("schedule.kind", "epoch schedule", SCHEDULES),
     Field("train.epochs", "epochs"),
+    Field("train.optimizer", "optimiser", OPTIMIZERS),
+    Field("train.lr", "learning rate"),
+    Field("train.batch_size", "batch size"),
     Field("train.seed", "seed"),
-    Field("train.seeds", "networks trained together (seed ensemble)"),
-    Field("train.device", "device", ("auto", "cpu", "cuda")),
-]
+    Field("train.seeds", "networks trained together (ensemble)"),
+    Field("train.device", "device", ("auto", "cpu", "cuda"))]
 
 
 def field_id(key: str) -> str:
@@ -72,7 +74,8 @@ def current_value(cfg: Config, key: str) -> str:
 
 
 def form_overrides(cfg: Config, values: dict[str, str]) -> list[str]:
-    """``--set`` overrides for the fields whose text differs from the preset's value."""
+    """``--set`` overrides for the fields whose text differs from the preset's value (UserError for a
+    value of an estimator that is not selected: it would be dropped)."""
     overrides: list[str] = []
     wanted = [e.strip() for e in values.get("estimators", "").split(",") if e.strip()]
     if "estimators" in values and wanted != list(cfg.estimators):
@@ -85,10 +88,13 @@ def form_overrides(cfg: Config, values: dict[str, str]) -> list[str]:
         if key == "estimators" or key.startswith("run.") or text.strip() == current_value(cfg, key):
             continue
         parts = key.split(".")
-        if parts[0] == "estimators" and (parts[1] not in wanted or not text.strip()):
+        if parts[0] == "estimators" and not text.strip():
             continue
+        if parts[0] == "estimators" and parts[1] not in wanted:
+            raise UserError(f"{key} is set but {parts[1]} is not among the estimators: "
+                            f"add {parts[1]} to them or clear the field")
         value = text.strip()
-        if key in ("data.dataset", "model.activation", "schedule.kind", "train.device"):
+        if key in ("data.dataset", "model.activation", "schedule.kind", "train.device", "train.optimizer"):
             value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         overrides.append(f"{key}={value}")
     return overrides
@@ -113,6 +119,7 @@ class HomeScreen(Screen):
         Binding("u", "resume_run", "Resume run"),
         Binding("slash", "filter", "Filter runs"),
         Binding("r", "refresh_runs", "Refresh runs"),
+        Binding("ctrl+r", "reset_form", "Reset the form to the preset"),
         Binding("escape", "leave_form", "Leave the form (keys act again)", show=False),
     ]
 
@@ -176,6 +183,12 @@ class HomeScreen(Screen):
             self.query_one("#runs", DataTable).focus()
             return
         self.query_one("#presets", OptionList).focus()
+
+    def action_reset_form(self) -> None:
+        """Put the highlighted preset's values back in every field (run name, tags, note emptied)."""
+        if self.preset:
+            self.fill_form(self.preset)
+            self.notify(f"form reset to preset {escape(self.preset)}")
 
     def action_filter(self) -> None:
         """Show the filter field of the run list (its text filters as you type)."""
