@@ -240,12 +240,15 @@ def checkpoint_path(run_dir: Path, epoch: int) -> Path:
     return run_file(run_dir, Path(CHECKPOINTS) / f"e{epoch:07d}.npz")
 
 
-def _epoch_of(raw: bytes) -> int | None:
-    """The integer ``epoch`` of one complete JSON line, or None."""
+def _epoch_of(raw: bytes, path: Path | None = None) -> int | None:
+    """The integer ``epoch`` of one complete JSON line, or None; UserError for a line nested too
+    deeply to decode (a crafted file: nothing is rewritten)."""
     try:
         value = json.loads(raw)
     except ValueError:
         return None
+    except RecursionError:
+        raise UserError(f"{path or 'a JSON-lines file'} has a line nested too deeply to read") from None
     epoch = value.get("epoch") if isinstance(value, dict) else None
     return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
@@ -259,7 +262,7 @@ def keep_lines_through(path: Path, epoch: int) -> int:
     except FileNotFoundError:
         return 0
     lines = data.splitlines(keepends=True)
-    kept = [line for line in lines if line.endswith(b"\n") and ((e := _epoch_of(line)) is None or e <= epoch)]
+    kept = [line for line in lines if line.endswith(b"\n") and ((e := _epoch_of(line, path)) is None or e <= epoch)]
     if len(kept) == len(lines):
         return 0
     atomic_write_bytes(path, b"".join(kept))
