@@ -260,3 +260,28 @@ def test_compare_header_says_when_the_runs_share_their_configuration():
     views = [six_layer_view(), six_layer_view()]
     assert "the same configuration" in compare_header(views, [{"a": 1}, {"a": 1}]).plain
     assert "no configuration diff" in compare_header(views, [{"a": 1}, {}]).plain
+
+
+def test_the_compare_plane_draws_and_names_the_other_kde_bound():
+    from test_tui_plane import kde_view, view_of
+
+    views = [kde_view(), view_of({0: ([10.0, 8.0, 1.0], [0.2, 0.1, 0.05]), 300: ([9.0, 7.0, 1.5], [0.9, 0.85, 0.8])},
+                                 planes=("kde_upper",))]
+    key = compare_key(views, "kde_upper").plain
+    assert "kde_lower, the other bound (A)" in key and "not a bracket" in key
+    with_bound = "\n".join(plain(compare_figure(views, "kde_upper", 100, 30)))
+    without = "\n".join(plain(compare_figure(views[1:] * 2, "kde_upper", 100, 30)))
+    assert with_bound.count("•") >= without.count("•") + 2  # kde_lower's grey points
+
+
+def test_the_compare_plane_marks_each_runs_drift_to_diffusion_point_once_reached(tmp_path):
+    summary = execute(tiny_config(tmp_path, train={"gradient_stats": True, "epochs": 30},
+                                  schedule={"kind": "every_n", "every": 1}))
+    first = min(e for e in summary["gradient_phases"]["transition_epoch"] if e is not None)
+    graded = RunView.from_run_dir(summary["run_dir"])
+    views = [graded, six_layer_view()]
+    assert "◇" in compare_figure(views, "binning", 100, 30)
+    assert "drift→diffusion" in compare_key(views, "binning").plain and "(A: noise floor" in compare_key(views, "binning").plain
+    before = max(e for e in graded.planes["binning"] if e < first)
+    assert "◇" not in compare_figure(views, "binning", 100, 30, cursor=before)
+    assert "drift→diffusion" not in compare_key(views, "binning", cursor=before).plain

@@ -102,3 +102,30 @@ def test_the_run_screen_shows_the_key_beside_the_plane_and_moves_it_with_the_cur
             assert "epoch 0 · bits" in str(screen.query_one("#key").render())
 
     asyncio.run(scenario())
+
+
+def colour_code(rgb) -> str:
+    return "38;2;{};{};{}".format(*rgb)
+
+
+def test_at_a_cursor_the_paths_stop_at_the_shown_epoch():
+    view = view_of({**POINTS, 2000: ([10.0, 6.0, 1.2], [0.95, 0.9, 0.9])})
+    late = colour_code(decade_colour(300))  # epoch 300's decade colour (the shown epoch's points are white)
+    assert late in plane_figure(view, "binning", 100, 30)
+    assert late not in plane_figure(view, "binning", 100, 30, cursor=10)
+
+
+def kde_view() -> RunView:
+    """Both KDE bounds, apart, at epochs 0 and 300."""
+    view = view_of({0: ([10.0, 8.0, 1.0], [0.2, 0.1, 0.05])}, planes=("kde_upper", "kde_lower"))
+    view.apply({"type": "measure", "epoch": 300, "planes": {"kde_upper": {"ixt": [9.0, 7.0, 1.5], "ity": [0.9, 0.85, 0.8]},
+                                                          "kde_lower": {"ixt": [4.0, 3.0, 0.5], "ity": [0.5, 0.4, 0.3]}}})
+    return view
+
+
+def test_at_a_cursor_the_other_kde_bound_stops_at_the_shown_epoch_too():
+    from test_tui_navigate import plain
+
+    whole = "\n".join(plain(plane_figure(kde_view(), "kde_upper", 100, 30)))
+    early = "\n".join(plain(plane_figure(kde_view(), "kde_upper", 100, 30, cursor=0)))
+    assert whole.count("•") >= early.count("•") + 2  # kde_lower's points at epoch 300 are gone at epoch 0

@@ -134,7 +134,6 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
     points = view.planes.get(plane)
     if not points:
         return empty_figure(width, height, f"{plane or 'plane'}: waiting for the first measurement…")
-    epochs = sorted(points)
     shown = shown_epoch(view, plane, cursor)
     members = view.members.get(plane, {})
     count = len(members[shown][0]) if shown in members else 0
@@ -147,28 +146,38 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
         plt.vline(view.h_x, "gray")
     if view.h_y:
         plt.hline(view.h_y, "gray")
-    n_layers = len(points[epochs[0]][0])
-    visible = options.visible(n_layers)
+    visible = options.visible(len(points[shown][0]))
+    draw_run(view, plane, shown, visible, PATH_COLOUR, "white")
+    return plt.build()
+
+
+def draw_run(view: RunView, plane: str, shown: int, visible: list[int], path_colour: object,
+             now_colour: object, join_colour: object = NOW_COLOUR) -> None:
+    """One run's layers on the current plotext plane, up to the ``shown`` epoch (a cursor hides what
+    comes after it): each visible layer's path (``path_colour``) with its marker at every measured
+    epoch, coloured by the epoch's decade; the layers at ``shown`` joined (dotted) and drawn in
+    ``now_colour`` (the joining line in ``join_colour``). Overlays: the other KDE bound's points in grey, joined to this bound at ``shown``;
+    an ensemble's ±1 sd of I(X;T) as grey ticks and every member's point at ``shown``; ◇ at each
+    layer's drift→diffusion epoch (gradient statistics) once it is reached."""
+    points = view.planes[plane]
+    epochs = [e for e in sorted(points) if e <= shown]
     partner = view.planes.get(BAND_PARTNER.get(plane, ""), {})
     if partner:  # the other KDE bound, grey; joined to this one at the shown epoch
+        partner_epochs = [e for e in sorted(partner) if e <= shown]
         for layer in visible:
-            plt.scatter([partner[e][0][layer] for e in sorted(partner)], [partner[e][1][layer] for e in sorted(partner)],
-                        color="gray", marker="dot")
-            if shown in partner:
+            if shown in partner:  # drawn first, so that its end does not cover the bound's point
                 plt.plot([points[shown][0][layer], partner[shown][0][layer]],
                          [points[shown][1][layer], partner[shown][1][layer]], color="gray", marker="braille")
+            plt.scatter([partner[e][0][layer] for e in partner_epochs], [partner[e][1][layer] for e in partner_epochs],
+                        color="gray", marker="dot")
+    members = view.members.get(plane, {})
     if members:  # an ensemble: the members' spread (±1 sd of I(X;T)) along each layer's mean path
-        for layer in visible:
-            xs, ys = [], []
-            for e in epochs:
-                spread = view.spread(plane, e)
-                if spread is None:
-                    continue
-                x, y, sd = points[e][0][layer], points[e][1][layer], spread[0][layer]
-                xs += [x - sd, x + sd]
-                ys += [y, y]
-            if xs:
-                plt.scatter(xs, ys, color="gray", marker="dot")
+        spreads = [(e, view.spread(plane, e)) for e in epochs]
+        xs = [points[e][0][layer] + sign * sd[0][layer] for e, sd in spreads if sd for layer in visible
+              for sign in (-1, 1)]
+        ys = [points[e][1][layer] for e, sd in spreads if sd for layer in visible for _ in (-1, 1)]
+        if xs:
+            plt.scatter(xs, ys, color="gray", marker="dot")
         if shown in members:  # every member's own point at the shown epoch
             plt.scatter([row[i] for row in members[shown][0] for i in visible],
                         [row[i] for row in members[shown][1] for i in visible], color="gray", marker="•")
@@ -177,22 +186,30 @@ def plane_figure(view: RunView, plane: str, width: int, height: int, cursor: int
         xs = [points[e][0][layer] for e in epochs]
         ys = [points[e][1][layer] for e in epochs]
         if len(xs) > 1:
-            plt.plot(xs, ys, color=PATH_COLOUR, marker="braille")  # the layer's path, in epoch order
+            plt.plot(xs, ys, color=path_colour, marker="braille")  # the layer's path, in epoch order
         plt.scatter(xs, ys, color=colours, marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
-    transitions = view.transitions()
-    if len(transitions) == n_layers:  # drift→diffusion: each layer's point at its transition epoch
-        marks = [(layer, min((e for e in epochs if e >= epoch), default=None))
-                 for layer, epoch in enumerate(transitions) if epoch is not None and layer in visible]
-        marks = [(layer, e) for layer, e in marks if e is not None and e <= shown]
-        if marks:
-            plt.scatter([points[e][0][layer] for layer, e in marks], [points[e][1][layer] for layer, e in marks],
-                        color="yellow", marker="◇")
+    marks = transition_points(view, plane, shown, visible)
+    if marks:  # drift→diffusion: each layer's point at its transition epoch
+        plt.scatter([points[e][0][layer] for layer, e in marks], [points[e][1][layer] for layer, e in marks],
+                    color="yellow", marker="◇")
     joined = points[shown]
-    plt.plot([joined[0][i] for i in visible], [joined[1][i] for i in visible], color=NOW_COLOUR, marker="·")  # the layers at the shown epoch, dotted
+    plt.plot([joined[0][i] for i in visible], [joined[1][i] for i in visible], color=join_colour, marker="·")  # the layers at the shown epoch, dotted
     for layer in visible:
-        plt.scatter([joined[0][layer]], [joined[1][layer]], color="white",
+        plt.scatter([joined[0][layer]], [joined[1][layer]], color=now_colour,
                     marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
-    return plt.build()
+
+
+def transition_points(view: RunView, plane: str, shown: int, visible: list[int]) -> list[tuple[int, int]]:
+    """(layer, measured epoch) of each visible layer's drift→diffusion mark on ``plane``: the first
+    measured epoch at or after the layer's transition, for transitions reached by ``shown``."""
+    points = view.planes.get(plane, {})
+    transitions = view.transitions()
+    if not points or len(transitions) != len(points[shown][0]):
+        return []
+    epochs = sorted(points)
+    marks = [(layer, min((e for e in epochs if e >= epoch), default=None))
+             for layer, epoch in enumerate(transitions) if epoch is not None and layer in visible]
+    return [(layer, e) for layer, e in marks if e is not None and e <= shown]
 
 
 def plane_extent(views: list[RunView], plane: str) -> tuple[float, float]:
@@ -460,29 +477,8 @@ def compare_figure(views: list[RunView], plane: str, width: int, height: int, cu
     if h_y:
         plt.hline(h_y, "gray")
     for (index, view), epoch in zip(drawn, shown):
-        points = view.planes[plane]
-        epochs = sorted(points)
         hue = run_hue(index)
-        visible = options.visible(len(points[epochs[0]][0]))
-        colours = [decade_colour(e) for e in epochs]
-        if view.members.get(plane):  # an ensemble: ±1 sd of I(X;T) about each mean point, grey
-            spreads = [(e, view.spread(plane, e)) for e in epochs]
-            xs = [points[e][0][layer] + sign * sd[0][layer] for e, sd in spreads if sd for layer in visible
-                  for sign in (-1, 1)]
-            ys = [points[e][1][layer] for e, sd in spreads if sd for layer in visible for _ in (-1, 1)]
-            if xs:
-                plt.scatter(xs, ys, color="gray", marker="dot")
-        for layer in visible:
-            xs = [points[e][0][layer] for e in epochs]
-            ys = [points[e][1][layer] for e in epochs]
-            if len(xs) > 1:
-                plt.plot(xs, ys, color=hue, marker="braille")
-            plt.scatter(xs, ys, color=colours, marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
-        joined = points[epoch]
-        plt.plot([joined[0][i] for i in visible], [joined[1][i] for i in visible], color=hue, marker="·")
-        for layer in visible:
-            plt.scatter([joined[0][layer]], [joined[1][layer]], color=hue,
-                        marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)])
+        draw_run(view, plane, epoch, options.visible(len(view.planes[plane][epoch][0])), hue, hue, hue)
     return plt.build()
 
 
@@ -532,6 +528,17 @@ def compare_key(views: list[RunView], plane: str, cursor: int | None = None,
     if ensembles:
         text.append(", ".join(f"{run_letter(i)}: mean of {n} networks" for i, n in ensembles)
                     + "; grey ticks: ±1 sd of I(X;T)\n", style="dim")
+    partner_name = BAND_PARTNER.get(plane, "")
+    bounded = [run_letter(i) for i, (v, e) in enumerate(zip(views, shown)) if e is not None and e in v.planes.get(partner_name, {})]
+    if bounded:
+        text.append(f"grey dots: {partner_name}, the other bound ({', '.join(bounded)}): I(X;T) lies between the "
+                    "bounds; I(T;Y) is a difference of bounds, not a bracket\n", style="dim")
+    drifting = [(run_letter(i), v.gradient_noise_floor()) for i, (v, e) in enumerate(zip(views, shown))
+                if e is not None and transition_points(v, plane, e, list(range(len(v.planes[plane][e][0]))))]
+    if drifting:
+        text.append("◇ drift→diffusion: gradient SNR below 1 ("
+                    + ", ".join(letter + (f": noise floor {floor:.2f}" if floor else "") for letter, floor in drifting)
+                    + ")\n", style="dim")
     h_x = max((v.h_x or 0.0 for v in views), default=0.0)
     h_y = max((v.h_y or 0.0 for v in views), default=0.0)
     if h_x or h_y:
