@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -408,6 +409,44 @@ def resume(
             fail(str(exc))
         _with_progress(title, cfg.train.epochs, lambda on_event: resume_run(run_dir, on_event=on_event), quiet,
                        as_json, schedule=cfg.schedule, every_s=progress_every)
+
+
+@app.command()
+def stop(
+    run_dir: str = typer.Argument(..., help="A running run directory (written by another process)."),
+    wait: float = typer.Option(60.0, "--wait", help="Seconds to wait for the run to stop (0: do not wait)."),
+) -> None:
+    """Stop a running run cleanly after its current epoch (its measured epochs are kept; `ibtui resume`
+    continues it). Works on a run started anywhere on this machine: it leaves a stop request in the
+    run directory, which the writing process reads once per epoch; no pid is signalled."""
+    from ibtui.rundir.reader import read_run_meta, writer_alive
+    from ibtui.rundir.store import request_stop
+
+    if not (wait >= 0 and math.isfinite(wait)):
+        fail(f"--wait must be a number of seconds >= 0; got {wait}")
+    path = Path(run_dir)
+    try:
+        meta = read_run_meta(path)
+    except UserError as exc:
+        fail(str(exc))
+    if not writer_alive(path, meta):
+        fail(f"{run_dir} is not running (status {meta.get('status', '?')}): nothing to stop")
+    try:
+        fresh = request_stop(path)
+    except OSError as exc:
+        fail(f"cannot ask {run_dir} to stop: {exc.strerror or exc}")
+    print(f"stop {'requested' if fresh else 'already requested'}: {run_dir} stops after its current epoch")
+    deadline = time.monotonic() + wait
+    while wait and time.monotonic() < deadline:
+        if not writer_alive(path, meta):
+            try:
+                print(f"{run_dir}: {read_run_meta(path).get('status', '?')}")
+            except UserError as exc:
+                fail(str(exc))
+            return
+        time.sleep(0.2)
+    if wait:
+        fail(f"{run_dir} still running after {wait:g} s (the stop request stays; it stops after its current epoch)", 1)
 
 
 class EtaColumn(ProgressColumn):

@@ -12,6 +12,7 @@ progress bars or the app's queue:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -35,7 +36,7 @@ from ibtui.engine.prepare import Prepared, prepare
 from ibtui.engine.summary import compression_table
 from ibtui.errors import UserError
 from ibtui.rundir.reader import Run, load_run, writer_alive
-from ibtui.rundir.store import RunStore, read_curves_log
+from ibtui.rundir.store import STOP_REQUEST, RunStore, clear_stop_request, read_curves_log, stop_requested
 
 __all__ = ["execute", "resume", "prepare", "Engine", "summarize"]
 
@@ -194,6 +195,25 @@ class _QuietHandler(logging.StreamHandler):
         pass
 
 
+class StopOrRequest:
+    """The run's stop flag: ``stop`` (the caller's, may be None) or a ``stop.request`` file in the
+    run directory (``ibtui stop``, or the app for a run another process writes). One stat per check
+    (the engine checks once per epoch)."""
+
+    def __init__(self, stop: StopFlag | None, run_dir: Path, log: logging.Logger) -> None:
+        self.stop, self.run_dir, self.log, self.logged = stop, run_dir, log, False
+
+    def is_set(self) -> bool:
+        if self.stop is not None and self.stop.is_set():
+            return True
+        if stop_requested(self.run_dir):
+            if not self.logged:
+                self.log.info("stop requested (%s): stopping after this epoch", STOP_REQUEST)
+                self.logged = True
+            return True
+        return False
+
+
 def _drive(engine: Engine, open_store: Callable[[], RunStore], on_event: EventSink | None, stop: StopFlag | None,
            pause: StopFlag | None, what: str) -> dict[str, Any]:
     """Open the run's store (``open_store``: it creates the directory, or reopens it and marks it
@@ -238,7 +258,7 @@ def _record_outcome(engine: Engine, store: RunStore, emit: EventSink, stop: Stop
         log.info("run %s %s", store.path.name, what)
         engine.emit, engine.log = emit, log
         emit({"type": "start", "run_dir": str(store.path), "meta": store.meta})
-        status = engine.run(stop, pause)
+        status = engine.run(StopOrRequest(stop, store.path, log), pause)
         signals.hold()  # the outcome is known: nothing interrupts its recording
     except KeyboardInterrupt:  # stop signals are held from its raising on
         status = "stopped"
@@ -251,6 +271,8 @@ def _record_outcome(engine: Engine, store: RunStore, emit: EventSink, stop: Stop
         signals.hold()
         wall = time.perf_counter() - started
         status, error = _write_final(engine, store, log, status, error, wall)
+        with contextlib.suppress(OSError, UserError):
+            clear_stop_request(store.path)  # answered: a later resume is not stopped by it
         log.removeHandler(handler)
         store.close()
     summary = summarize(engine, status, wall, error)

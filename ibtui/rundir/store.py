@@ -50,6 +50,7 @@ PLANES = "planes.npz"
 CURVES = "curves.npz"
 CHECKPOINTS = "checkpoints"
 LOG = "worker.log"
+STOP_REQUEST = "stop.request"  # made by ``ibtui stop`` (or the app) in a run another process writes
 
 
 def _current_umask() -> int:
@@ -341,6 +342,35 @@ def lock_is_held(run_dir: Path) -> bool:
         os.close(fd)
 
 
+def request_stop(run_dir: Path) -> bool:
+    """Ask the process writing ``run_dir`` to stop after its current epoch, by creating
+    ``run_dir/stop.request`` (exclusive, never through a symlink; no pid is read or signalled).
+    Returns False when a stop was requested already. OSError when the directory is not writable."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(Path(run_dir) / STOP_REQUEST, flags, 0o666 & ~_UMASK)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(f"stop requested at {utc_stamp()} by process {os.getpid()}\n".encode())
+    return True
+
+
+def stop_requested(run_dir: Path) -> bool:
+    """True when ``run_dir/stop.request`` exists (whatever it is: its presence is the request)."""
+    return os.path.lexists(Path(run_dir) / STOP_REQUEST)
+
+
+def clear_stop_request(run_dir: Path) -> None:
+    """Remove ``run_dir/stop.request`` (unlink never follows a symlink); quiet when absent."""
+    try:
+        os.unlink(Path(run_dir) / STOP_REQUEST)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise UserError(f"{Path(run_dir) / STOP_REQUEST} is a directory; remove it to resume this run") from None
+
+
 class RunStore:
     """Writer of one run directory: :meth:`create` a new one or :meth:`open` one to resume. It holds
     the run's lock while open; every write is crash-safe."""
@@ -402,6 +432,7 @@ class RunStore:
         store._lock = acquire_lock(path)
         try:
             store.meta = read_meta(path)
+            clear_stop_request(path)  # a request made for the stopped run is not one for this resume
             for name in (EVENTS, CURVES_LOG):
                 keep_lines_through(run_file(path, name), through_epoch)
             store._open_appends()

@@ -20,7 +20,7 @@ from ibtui.config import Config
 from ibtui.engine.process import Worker, context, start_worker
 from ibtui.errors import UserError
 from ibtui.tui.home import HomeScreen
-from ibtui.tui.live import LiveRun
+from ibtui.tui.live import LiveRun, request_stop_of
 from ibtui.tui.run_screen import CompareScreen, RunScreen
 from ibtui.tui.state import RunView, SweepView, is_sweep_dir
 from ibtui.tui.sweep_screen import SweepScreen
@@ -114,10 +114,12 @@ class IbtuiApp(App):
         return next((live for live in reversed(self.live_runs) if live.shows(path)), None)
 
     def stop_run(self, path: str) -> str:
-        """Stop the run at ``path`` when this app runs it; returns what happened, in words."""
+        """Stop the run at ``path``: through its worker when this app runs it ("stopping"), else by a
+        stop request in its directory when another process writes it ("requested", or "already
+        requested"); "not running" otherwise, or the one-line reason it cannot be asked."""
         live = self.live_run(path)
         if live is None or not live.running:
-            return "not running here"
+            return request_stop_of(path)
         live.worker.stop()
         live.view.add_log("stop requested from the run list: finishing the current epoch")
         return "stopping"

@@ -349,18 +349,21 @@ class HomeScreen(Screen):
         return next((r for r in self.rows if r["path"] == path), None)
 
     def action_stop_run(self) -> None:
-        """Stop the selected run when this app runs it (launched or resumed here)."""
+        """Stop the selected run: this app's own through its worker, another process's by a stop request."""
         row = self.selected_row()
         if row is None:
             self.notify("no run selected", severity="warning")
             return
-        if self.app.stop_run(row["path"]) == "stopping":
+        outcome = self.app.stop_run(row["path"])
+        if outcome == "stopping":
             self.notify(f"stopping {row['id']}: its measured epochs are kept", title="stop")
-        elif row["status"] in LIVE_STATUSES:
-            self.notify(f"{row['id']} is written by another process: stop it there (Ctrl+C) or send it SIGTERM",
-                        severity="warning")
-        else:
+        elif outcome in ("requested", "already requested"):
+            self.notify(f"stop {outcome}: {row['id']} (written by another process) stops after its current epoch; "
+                        "its measured epochs are kept", title="stop")
+        elif outcome == "not running":
             self.notify(f"{row['id']} is {row['status']}, not running", severity="warning")
+        else:
+            self.notify(outcome, title="cannot stop", severity="error")
 
     def action_resume_run(self) -> None:
         """Continue the selected stopped, failed or killed run from its last checkpoint, live."""

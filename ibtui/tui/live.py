@@ -107,3 +107,21 @@ class LiveRun:
             self.drain(lambda: me.is_cancelled, post)
 
         app.run_worker(run, thread=True, group="live-runs", name="drain", exit_on_error=False)
+
+
+def request_stop_of(path: str | Path) -> str:
+    """Ask a run that another process writes to stop after its current epoch (a stop request in its
+    directory; ``ibtui.rundir.store.request_stop``). Returns "requested", "already requested",
+    "not running", or a one-line reason it cannot be asked."""
+    from ibtui.errors import UserError
+    from ibtui.rundir.reader import read_run_meta, writer_alive
+    from ibtui.rundir.store import request_stop
+
+    try:
+        if not writer_alive(Path(path), read_run_meta(path)):
+            return "not running"
+        return "requested" if request_stop(Path(path)) else "already requested"
+    except UserError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot ask it to stop: {exc.strerror or exc}"
