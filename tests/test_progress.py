@@ -60,3 +60,44 @@ def test_plain_progress_prints_one_line_per_interval_within_80_columns():
     assert len(lines) == 3 + 1  # at 10, 20 and 30 s, and the end
     assert all(len(line) <= 80 and "\r" not in line for line in lines)
     assert "epoch 300/300 (100%)" in lines[-1] and "epoch 80/300 (27%)" in lines[0] and "ETA 0:28" in lines[0]  # 220 epochs × 0.125 s
+
+
+def test_a_run_followed_from_disk_has_an_eta_from_the_measurements_seen_arrive(tmp_path, monkeypatch):
+    """Another process writes the run (its lock held, events.jsonl growing): the ETA is the training
+    seconds per epoch (wall time between measurements, less the estimators' seconds) over the epochs
+    left, plus the measurements left times the estimators' seconds."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from conftest import tiny_config
+    from ibtui.engine.runner import execute
+    from ibtui.rundir.store import acquire_lock, read_events
+    import ibtui.tui.state as state
+
+    done = Path(execute(tiny_config(tmp_path / "done", schedule={"kind": "every"}))["run_dir"])
+    run = tmp_path / "followed"
+    shutil.copytree(done, run)
+    lines = (done / "events.jsonl").read_text().splitlines(keepends=True)
+    epochs = [json.loads(line)["epoch"] for line in lines]
+    first = epochs.index(5) + 1
+    (run / "events.jsonl").write_text("".join(lines[:first]))
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    clock = [1000.0]
+    monkeypatch.setattr(state.time, "monotonic", lambda: clock[0])
+    writer = acquire_lock(run)
+    try:
+        view = state.RunView.from_run_dir(run)
+        assert view.running and view.eta() is None  # nothing seen arrive yet
+        with (run / "events.jsonl").open("a") as f:
+            f.write("".join(lines[first:first + 2]))  # epochs 6 and 7, seen 10 s later
+        clock[0] += 10.0
+        assert view.follow() == 2
+        records = {e["epoch"]: e for e in read_events(done)}
+        estimators = records[6]["mi_seconds"] + records[7]["mi_seconds"]
+        per_epoch = (10.0 - estimators) / 2
+        expected = (12 - 7) * per_epoch + (12 - 7) * estimators / 2  # every epoch is measured: 8..12
+        assert view.eta() == pytest.approx(expected, rel=1e-6)
+    finally:
+        writer.release()

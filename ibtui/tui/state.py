@@ -71,6 +71,7 @@ class RunView:
     _last_epoch_at: float | None = None  # time of the latest epoch event
     _run: Run | None = None  # the run directory being replayed (``load_run``)
     _warned: int = 0  # reader warnings already logged
+    _seen: tuple[float, int] | None = None  # a followed run: (monotonic time, epoch) of the newest measure seen
     shown_plane: str | None = None  # the plane the screen shows: the log's lines are about it
 
     # ------------------------------------------------------------------ derived
@@ -328,6 +329,8 @@ class RunView:
             view._fold(record)
         view._load_curves()
         view.load_analyses()
+        if view.running:  # followed from here on: the ETA times the measurements seen arrive
+            view._seen = (time.monotonic(), max(view.measures, default=-1))
         done = run.meta.get("epochs_done")
         if isinstance(done, int):
             view.epochs_done = max(view.epochs_done, done)
@@ -361,9 +364,28 @@ class RunView:
             self._fold(record)
         self._warn()
         if fresh:
+            self._time_followed(fresh)
             self.version += 1
             self.plane_version += 1
         return len(fresh)
+
+    def _time_followed(self, fresh: list[MeasureRecord]) -> None:
+        """The ETA of a run followed from disk (written by another process: its epoch events and
+        their timings are not on disk): the measurements feed the schedule's count and the
+        estimators' seconds, and the training seconds per epoch are the wall time between two
+        measurements seen arrive, less the estimators' seconds, over the epochs trained between them
+        (to within the polling interval)."""
+        now, newest = time.monotonic(), max(record.epoch for record in fresh)
+        if self._eta is None:
+            self._eta = Eta(self.epochs_total, self.schedule)
+        for record in sorted(fresh, key=lambda r: r.epoch):
+            self._eta.apply(record.to_json())
+        if self._seen is not None and newest > self._seen[1]:
+            estimators = sum(record.mi_seconds or 0.0 for record in fresh)
+            wall = now - self._seen[0] - estimators
+            if wall > 0:
+                self._eta.apply({"type": "epoch", "epoch": newest, "seconds": wall / (newest - self._seen[1])})
+        self._seen = (now, max(newest, self._seen[1] if self._seen else newest))
 
     def refresh_meta(self) -> bool:
         """Re-read meta.json (status of a run still being written); True when the status changed."""
