@@ -406,3 +406,11 @@ def test_export_of_a_plane_at_the_cursor_draws_it_up_to_that_epoch(tmp_path, mon
     assert calls[0]["until"] == 3 and calls[0]["stem"].endswith("binning-epoch3")
     written = {p.name for p in (tmp_path / run.split("/")[-1] / "export").iterdir()}
     assert any(name.endswith("-binning-epoch3.csv") for name in written)
+
+
+def test_a_short_curves_plot_names_its_epoch_axis_in_the_title_and_keeps_the_row_for_data():
+    short, tall = (plain(curves_figure(six_layer_view(), 40, h)) for h in (8, 16))
+    assert "by epoch" in short[0] and not any(line.strip() == "epoch" for line in short)
+    assert any(line.strip().endswith("epoch") and "by" not in line for line in tall[-2:])
+    data_rows = [line for line in short if "│" in line and "┌" not in line and "└" not in line]
+    assert len(data_rows) >= 4  # 8 rows: title, frame top, 4 data rows, frame bottom, ticks

@@ -417,16 +417,36 @@ def _finite_pairs(xs: list[float], ys: list[float], log_epochs: bool) -> tuple[l
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+SHORT_PLOT_ROWS = 10
+"""Below this height a curves plot names its epoch axis in its title, not on a row of its own
+(at 80x24 the curves panel has 6–8 rows: the row is worth a data row)."""
+
+
+def epoch_titles(titles: tuple[str, ...], height: int, log_epochs: bool) -> tuple[str, ...]:
+    """``titles`` (longest first), ending in ", by epoch" (", by log epoch") on a short plot."""
+    if height >= SHORT_PLOT_ROWS:
+        return titles
+    by = ", by log epoch" if log_epochs else ", by epoch"
+    return tuple(t + by for t in titles) + titles[-1:]
+
+
+def epoch_label(height: int, log_epochs: bool) -> None:
+    """The epoch axis title, on plots tall enough to spare its row (else in the title)."""
+    if height >= SHORT_PLOT_ROWS:
+        plt.xlabel("epoch, log scale" if log_epochs else "epoch")
+
+
 def curves_figure(view: RunView, width: int, height: int, cursor: int | None = None, log_epochs: bool = False) -> str:
     """Training loss (nats) and train/test accuracy per epoch (at most ~width·2 points each), the
     cursor epoch as a line; ``log_epochs`` puts the epochs on a log scale."""
     xs, series = curve_series(view, width)
     if not xs:
         return empty_figure(width, height, "curves: no epochs yet")
-    _start(width, height, ("loss (nats) red · accuracy: train green, test orange",
-                           "loss (nats) red · accuracy green, test orange", "loss (nats) red · accuracy green",
-                           "loss (nats) · accuracy"))
-    plt.xlabel("epoch, log scale" if log_epochs else "epoch")
+    titles = ("loss (nats) red · accuracy: train green, test orange",
+              "loss (nats) red · accuracy green, test orange", "loss (nats) red · accuracy green",
+              "loss (nats) · accuracy")
+    _start(width, height, epoch_titles(titles, height, log_epochs))
+    epoch_label(height, log_epochs)
     for key, colour in (("train_loss", "red"), ("train_acc", "green"), ("test_acc", "orange")):
         px, py = _finite_pairs(xs, series[key], log_epochs)
         if px:
@@ -554,8 +574,9 @@ def compare_curves_figure(views: list[RunView], width: int, height: int, cursor:
     series = [curve_series(v, width) for v in views]
     if not any(xs for xs, _ in series):
         return empty_figure(width, height, "curves: no epochs yet")
-    _start(width, height, ("loss (nats): lines · test accuracy: dots", "loss (nats) ─ · test acc •"))
-    plt.xlabel("epoch, log scale" if log_epochs else "epoch")
+    _start(width, height, epoch_titles(("loss (nats): lines · test accuracy: dots", "loss (nats) ─ · test acc •"),
+                                       height, log_epochs))
+    epoch_label(height, log_epochs)
     top = 1.0
     for index, (xs, values) in enumerate(series):
         hue = run_hue(index)
