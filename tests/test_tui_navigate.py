@@ -267,10 +267,11 @@ def test_every_navigation_action_has_a_key_in_the_help_and_an_entry_in_the_palet
     screen = RunScreen(view_of(), follow=False)
     app = IbtuiApp()
     rows = dict(binding_rows(screen, app))
-    for key in ("p", "P", "c", "1", "9", "+, =", "-", "shift+←", "0", "z", "l"):
+    for key in ("p", "P", "c", "1–9", "+, =", "-", "shift+←", "0", "z", "l"):
         assert key in rows, key
+    assert rows["1–9"] == "Layer N on/off"  # one row in the help for the nine layer keys
     descriptions = set(rows.values())
-    wanted = {"Estimator", "◀ Estimator", "Choose estimator…", "Layer 1 on/off", "Zoom in", "Zoom out", "Pan left",
+    wanted = {"Estimator", "◀ Estimator", "Choose estimator…", "Zoom in", "Zoom out", "Pan left",
               "Reset zoom", "Axis range…", "Log epochs (curves)"}
     assert wanted <= descriptions
 
@@ -280,7 +281,7 @@ def test_every_navigation_action_has_a_key_in_the_help_and_an_entry_in_the_palet
             app.push_screen(screen)
             await pilot.pause(0.1)
             titles = {c.title for c in app.get_system_commands(app.screen)}
-            assert wanted <= titles
+            assert wanted | {"Layer 1 on/off", "Layer 9 on/off"} <= titles
 
     asyncio.run(scenario())
 
@@ -414,3 +415,12 @@ def test_a_short_curves_plot_names_its_epoch_axis_in_the_title_and_keeps_the_row
     assert any(line.strip().endswith("epoch") and "by" not in line for line in tall[-2:])
     data_rows = [line for line in short if "│" in line and "┌" not in line and "└" not in line]
     assert len(data_rows) >= 4  # 8 rows: title, frame top, 4 data rows, frame bottom, ticks
+
+
+def test_the_help_merges_runs_of_digit_keys_that_differ_only_in_the_digit():
+    from ibtui.tui.app import merged_digit_rows
+
+    rows = [("p", "Estimator"), *[(str(n), f"Layer {n} on/off") for n in range(1, 4)], ("0", "Reset zoom"),
+            ("5", "Layer 5 on/off")]
+    assert merged_digit_rows(rows) == [("p", "Estimator"), ("1–3", "Layer N on/off"), ("0", "Reset zoom"),
+                                       ("5", "Layer 5 on/off")]

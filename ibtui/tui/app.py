@@ -41,7 +41,25 @@ def binding_rows(screen: Screen, app: App) -> list[tuple[str, str]]:
             seen.add(binding.action)
             keys = ", ".join(app.get_key_display(Binding(k.strip(), binding.action)) for k in binding.key.split(","))
             rows.append((keys, binding.description))
-    return rows
+    return merged_digit_rows(rows)
+
+
+def merged_digit_rows(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Runs of rows of consecutive digit keys that differ only in that digit ("1" "Layer 1 on/off",
+    "2" "Layer 2 on/off"...) as one row: ("1–9", "Layer N on/off")."""
+    def generic(key: str, description: str) -> str | None:
+        return description.replace(key, "N", 1) if len(key) == 1 and key.isdigit() and key in description else None
+
+    groups: list[list[tuple[str, str]]] = []
+    for key, description in rows:
+        last = groups[-1][-1] if groups else None
+        if last is not None and generic(key, description) is not None \
+                and generic(*last) == generic(key, description) and int(last[0]) + 1 == int(key):
+            groups[-1].append((key, description))
+        else:
+            groups.append([(key, description)])
+    return [group[0] if len(group) == 1 else (f"{group[0][0]}–{group[-1][0]}", generic(*group[0]) or "")
+            for group in groups]
 
 
 def screenshot_dir(runs_dir: str, environ=os.environ) -> Path:
