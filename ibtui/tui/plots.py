@@ -292,10 +292,10 @@ def plane_key(view: RunView, plane: str, cursor: int | None = None, options: Pla
             text.append(f" {partner[0][layer]:5.2f},{partner[1][layer]:.2f}", style="dim")
         text.append("\n")
     epoch_scale(text, max(points))
+    if view.h_x or view.h_y:  # before the longer notes: a short side panel (80x24) still shows it
+        text.append(f"│ H(X) = {view.h_x or 0:.2f}  ─ H(Y) = {view.h_y or 0:.2f}\n", style="dim")
     text.append("··· ", style="grey62")
     text.append("the layers at the shown epoch\n", style="dim")
-    if view.h_x or view.h_y:
-        text.append(f"│ H(X) = {view.h_x or 0:.2f}  ─ H(Y) = {view.h_y or 0:.2f}\n", style="dim")
     if partner is not None:
         text.append(f"grey: {partner_name}, the other bound (its I(X;T),I(T;Y) at right): I(X;T) lies between "
                     "the bounds; I(T;Y) is a difference of bounds, not a bracket\n", style="dim")
@@ -542,6 +542,10 @@ def compare_key(views: list[RunView], plane: str, cursor: int | None = None,
                 text.append(f" {values[0][layer]:4.1f} {values[1][layer]:4.2f}")
         text.append("\n")
     epoch_scale(text, max((max(v.planes[plane]) for v in views if v.planes.get(plane)), default=0), "(log)")
+    h_x = max((v.h_x or 0.0 for v in views), default=0.0)
+    h_y = max((v.h_y or 0.0 for v in views), default=0.0)
+    if h_x or h_y:  # before the longer notes: a short side panel (80x24) still shows it
+        text.append(f"│ H(X) = {h_x:.2f}  ─ H(Y) = {h_y:.2f}\n", style="dim")
     text.append("a run's paths in its colour; ··· its layers at the shown epoch\n", style="dim")
     ensembles = [(i, len(v.members[plane][e][0])) for i, (v, e) in enumerate(zip(views, shown))
                  if e is not None and e in v.members.get(plane, {})]
@@ -559,10 +563,6 @@ def compare_key(views: list[RunView], plane: str, cursor: int | None = None,
         text.append("◇ drift→diffusion: gradient SNR below 1 ("
                     + ", ".join(letter + (f": noise floor {floor:.2f}" if floor else "") for letter, floor in drifting)
                     + ")\n", style="dim")
-    h_x = max((v.h_x or 0.0 for v in views), default=0.0)
-    h_y = max((v.h_y or 0.0 for v in views), default=0.0)
-    if h_x or h_y:
-        text.append(f"│ H(X) = {h_x:.2f}  ─ H(Y) = {h_y:.2f}\n", style="dim")
     zoom_note(text, options)
     return text
 
