@@ -423,11 +423,13 @@ SHORT_PLOT_ROWS = 10
 
 
 def epoch_titles(titles: tuple[str, ...], height: int, log_epochs: bool) -> tuple[str, ...]:
-    """``titles`` (longest first), ending in ", by epoch" (", by log epoch") on a short plot."""
+    """``titles`` (longest first), ending in ", by epoch" (or " / epoch"; "log epoch" on a log scale) on a
+    short plot; ``_start`` takes the first that fits."""
     if height >= SHORT_PLOT_ROWS:
         return titles
     by = ", by log epoch" if log_epochs else ", by epoch"
-    return tuple(t + by for t in titles) + titles[-1:]
+    short = " / log epoch" if log_epochs else " / epoch"
+    return tuple(t + by for t in titles) + tuple(t + short for t in titles) + titles[-1:]
 
 
 def epoch_label(height: int, log_epochs: bool) -> None:
@@ -444,7 +446,7 @@ def curves_figure(view: RunView, width: int, height: int, cursor: int | None = N
         return empty_figure(width, height, "curves: no epochs yet")
     titles = ("loss (nats) red · accuracy: train green, test orange",
               "loss (nats) red · accuracy green, test orange", "loss (nats) red · accuracy green",
-              "loss (nats) · accuracy")
+              "loss (nats) · accuracy", "loss (nats) · acc")
     _start(width, height, epoch_titles(titles, height, log_epochs))
     epoch_label(height, log_epochs)
     for key, colour in (("train_loss", "red"), ("train_acc", "green"), ("test_acc", "orange")):
@@ -574,7 +576,7 @@ def compare_curves_figure(views: list[RunView], width: int, height: int, cursor:
     series = [curve_series(v, width) for v in views]
     if not any(xs for xs, _ in series):
         return empty_figure(width, height, "curves: no epochs yet")
-    _start(width, height, epoch_titles(("loss (nats): lines · test accuracy: dots", "loss (nats) ─ · test acc •"),
+    _start(width, height, epoch_titles(("loss (nats): lines · test accuracy: dots", "loss (nats) ─ · test acc •", "loss (nats) ─ · acc •"),
                                        height, log_epochs))
     epoch_label(height, log_epochs)
     top = 1.0
