@@ -86,6 +86,7 @@ def _download(url: str, dest: Path, sha256: str, dataset: str, size: int | None 
         received = 0
         try:  # a fresh opener reads the proxy settings of the environment at each call
             with os.fdopen(fd, "wb") as out, urllib.request.build_opener().open(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                announced = response.headers.get("Content-Length", "")
                 for block in iter(lambda: response.read(_CHUNK), b""):
                     h.update(block)
                     out.write(block)
@@ -100,6 +101,9 @@ def _download(url: str, dest: Path, sha256: str, dataset: str, size: int | None 
             raise UserError(f"{dataset}: download failed: {url}: {reason} {hint}") from None
         except (OSError, ValueError, http.client.HTTPException) as e:  # timeouts, resets, truncation, disk full, bad URL
             raise UserError(f"{dataset}: download failed: {url}: {_one_line(e)} {hint}") from None
+        if announced.isdigit() and received < int(announced):  # the server hung up early (read() does not raise)
+            raise UserError(f"{dataset}: download of {url} was interrupted after {received} of {announced} bytes; "
+                            f"the file was discarded {hint}")
         if size is not None and received != size:
             raise UserError(f"{dataset}: download of {url} is truncated: {received} bytes, expected {size}; "
                             f"the file was discarded {hint}")
