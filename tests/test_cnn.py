@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import assert_same_arrays, by_epoch, stop_at
 from ibtui import load_run
 from ibtui.config import config_from_dict, load_preset
 from ibtui.engine.cnn import ConvEnsemble, layer_shapes, parse_layers
 from ibtui.engine.data import load_dataset
 from ibtui.engine.runner import execute, resume
 from ibtui.errors import UserError
-from ibtui.rundir.store import read_events, read_meta, read_npz
+from ibtui.rundir.store import read_meta, read_npz
 
 LENET = ["conv:6:5", "pool:2", "conv:16:5", "pool:2", "dense:120", "dense:84"]
 SMALL = '["conv:3:5", "pool:2", "dense:12"]'
@@ -157,20 +157,6 @@ def test_idx_images_carry_their_shape(synthetic_mnist):
 # ------------------------------------------------------------------ runs
 
 
-def stop_after(epoch):
-    stop = threading.Event()
-
-    def on_event(event):
-        if event["type"] == "measure" and event["epoch"] >= epoch:
-            stop.set()
-
-    return stop, on_event
-
-
-def by_epoch(run_dir):
-    return {e["epoch"]: {k: v for k, v in e.items() if k != "mi_seconds"} for e in read_events(run_dir)}
-
-
 def test_mnist_cnn_trains_and_measures_every_layer(tmp_path, synthetic_mnist):
     summary = execute(cnn_config(tmp_path, synthetic_mnist))
     assert summary["status"] == "done" and summary["layers"] == ["conv1:1728", "pool1:432", "dense1:12", "softmax:10"]
@@ -183,16 +169,12 @@ def test_mnist_cnn_trains_and_measures_every_layer(tmp_path, synthetic_mnist):
 
 def test_a_resumed_mnist_cnn_run_ends_as_the_uninterrupted_run(tmp_path, synthetic_mnist):
     whole = execute(cnn_config(tmp_path / "whole", synthetic_mnist))
-    stop, on_event = stop_after(2)
+    stop, on_event = stop_at(2)
     cut = execute(cnn_config(tmp_path / "cut", synthetic_mnist), on_event=on_event, stop=stop)
     assert cut["status"] == "stopped" and cut["epochs_done"] < 4
     assert resume(cut["run_dir"])["status"] == "done"
     assert by_epoch(cut["run_dir"]) == by_epoch(whole["run_dir"])
-    for name in ("planes.npz", "curves.npz"):
-        mine, theirs = read_npz(Path(cut["run_dir"]) / name), read_npz(Path(whole["run_dir"]) / name)
-        assert sorted(mine) == sorted(theirs)
-        for key in theirs:
-            np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{name}:{key}")
+    assert_same_arrays(cut["run_dir"], whole["run_dir"])
 
 
 def test_a_mnist_cnn_run_replays_with_its_layers_and_weights(tmp_path, synthetic_mnist):

@@ -50,6 +50,23 @@ ACTIVATION_FNS = {
 }
 
 
+@torch.no_grad()
+def draw_weights(weight: torch.Tensor, bias: torch.Tensor, init: str, last: bool) -> None:
+    """One layer's weights (out, in) or (out, in, kh, kw) drawn by scheme ``init`` (see ``MLP.reset``),
+    its bias zeroed; ``last``: the softmax layer. Fans count the kernel: fan_in = in·kh·kw,
+    fan_out = out (a dense layer's width, as ibsgd; out·kh·kw for a convolution)."""
+    if init == "torch":
+        return
+    fan_in = weight[0].numel()
+    fan_out = weight.shape[0] * (weight[0, 0].numel() if weight.ndim > 2 else 1)
+    if init == "keras" or (init == "ibsgd" and last):
+        nn.init.xavier_uniform_(weight)  # U(±sqrt(6 / (fan_in + fan_out)))
+    else:
+        std = 1.0 / math.sqrt(fan_out if init == "ibsgd" else fan_in)
+        nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    nn.init.zeros_(bias)
+
+
 class MLP(nn.Module):
     """Input (D) → hidden widths with ``activation`` → linear to ``n_classes`` logits."""
 
@@ -75,23 +92,6 @@ class MLP(nn.Module):
         last = len(self.linears) - 1
         for index, lin in enumerate(self.linears):
             draw_weights(lin.weight, lin.bias, init, last=index == last)
-
-
-@torch.no_grad()
-def draw_weights(weight: torch.Tensor, bias: torch.Tensor, init: str, last: bool) -> None:
-    """One layer's weights (out, in) or (out, in, kh, kw) drawn by scheme ``init`` (see ``MLP.reset``),
-    its bias zeroed; ``last``: the softmax layer. Fans count the kernel: fan_in = in·kh·kw,
-    fan_out = out (a dense layer's width, as ibsgd; out·kh·kw for a convolution)."""
-    if init == "torch":
-        return
-    fan_in = weight[0].numel()
-    fan_out = weight.shape[0] * (weight[0, 0].numel() if weight.ndim > 2 else 1)
-    if init == "keras" or (init == "ibsgd" and last):
-        nn.init.xavier_uniform_(weight)  # U(±sqrt(6 / (fan_in + fan_out)))
-    else:
-        std = 1.0 / math.sqrt(fan_out if init == "ibsgd" else fan_in)
-        nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
-    nn.init.zeros_(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, n_classes)."""
