@@ -196,3 +196,16 @@ def test_a_cnn_seed_ensemble_records_each_member(tmp_path, synthetic_mnist):
                                  "estimators.renyi=false", "estimators.edge=false"))
     planes = read_npz(Path(summary["run_dir"]) / "planes.npz")
     assert summary["seeds"] == [0, 1] and planes["binning.ixt_seeds"].shape == (2, 2, 4)
+
+
+@pytest.mark.parametrize("preset, shape, names", [
+    ("mnist-cnn", (1, 28, 28), ["conv1:3456", "pool1:864", "conv2:1024", "pool2:256", "dense1:120", "dense2:84",
+                                "softmax:10"]),
+    ("cifar10-cnn", (3, 32, 32), ["conv1:32768", "conv2:32768", "pool1:8192", "conv3:16384", "conv4:16384",
+                                  "pool2:4096", "dense1:256", "softmax:10"]),
+])
+def test_the_cnn_presets_build_on_their_datasets_image_shapes(preset, shape, names):
+    cfg = load_preset(preset)
+    assert cfg.model.kind == "cnn" and cfg.data.mi_max_samples == 1000
+    assert set(cfg.estimators) == {"renyi", "edge", "binning"}
+    assert ConvEnsemble(shape, parse_layers(cfg.model.layers), 10).layer_names == names
