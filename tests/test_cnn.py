@@ -209,3 +209,12 @@ def test_the_cnn_presets_build_on_their_datasets_image_shapes(preset, shape, nam
     assert cfg.model.kind == "cnn" and cfg.data.mi_max_samples == 1000
     assert set(cfg.estimators) == {"renyi", "edge", "binning"}
     assert ConvEnsemble(shape, parse_layers(cfg.model.layers), 10).layer_names == names
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_mnist_cnn_run_on_cuda_saves_its_checkpoints_as_host_arrays(tmp_path, synthetic_mnist):
+    summary = execute(cnn_config(tmp_path, synthetic_mnist, "train.device=cuda", "train.epochs=1"))
+    assert summary["status"] == "done" and summary["device"].startswith("cuda")
+    saved = load_run(summary["run_dir"]).checkpoint(1)
+    assert all(isinstance(v, np.ndarray) for v in saved.values()) and "resume.opt.0.exp_avg" in saved
+    assert np.isfinite(read_npz(Path(summary["run_dir"]) / "planes.npz")["renyi.ixt"]).all()
