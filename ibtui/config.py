@@ -538,7 +538,7 @@ def validate(cfg: Config) -> None:
 
 def validate_cnn(cfg: Config) -> None:
     """A CNN's layer list (and input shape, when given) fit together; options only MLPs have are refused."""
-    from ibtui.engine.cnn import check_input_shape, layer_shapes, parse_layers  # no config import there
+    from ibtui.engine.cnn_layers import check_input_shape, layer_shapes, parse_layers  # no torch there
 
     m = cfg.model
     layers = parse_layers(m.layers)

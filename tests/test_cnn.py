@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from conftest import assert_same_arrays, by_epoch, stop_at
 from ibtui import load_run
 from ibtui.config import config_from_dict, load_preset
-from ibtui.engine.cnn import ConvEnsemble, layer_shapes, parse_layers
+from ibtui.engine.cnn import ConvEnsemble
+from ibtui.engine.cnn_layers import layer_shapes, parse_layers
 from ibtui.engine.data import load_dataset
 from ibtui.engine.runner import execute, resume
 from ibtui.errors import UserError

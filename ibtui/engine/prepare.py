@@ -11,7 +11,8 @@ import torch
 
 from ibtui.config import Config, ModelConfig
 from ibtui.engine.data import Dataset, load_dataset
-from ibtui.engine.cnn import ConvEnsemble, check_input_shape, layer_shapes, parse_layers
+from ibtui.engine.cnn import ConvEnsemble
+from ibtui.engine.cnn_layers import check_input_shape, layer_shapes, parse_layers
 from ibtui.engine.model import Ensemble, StackedNetwork
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
