@@ -34,6 +34,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("every", "every_n", "log", "stepped", "stepped_mnist", "delta_exact", "delta_approx", "delta_halving")
 MI_SETS = ("all", "train", "test")
 INITS = ("idnns", "ibsgd", "keras", "torch")
+MODEL_KINDS = ("mlp", "cnn")
 MAX_POINTS = 1_000_000
 """Largest ``schedule.points`` (the log schedule holds that many epochs)."""
 MAX_WIDTH = 65536
@@ -58,7 +59,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """An MLP: hidden ``widths``, ``activation`` after each, softmax output.
+    """The network: ``kind`` "mlp" (hidden ``widths``, ``activation`` after each, softmax output)
+    or "cnn" (``layers``, see below).
+
+    layers (cnn only): the layer list in order, a softmax layer over the classes added last
+    (``ibtui.engine.cnn``): ``conv:C:K[:P]`` (C channels, K×K kernel, stride 1, zero padding P,
+    then ``activation``), ``pool:K`` (K×K max pooling, stride K), ``dense:W`` (W units, then
+    ``activation``); no conv or pool after a dense. Every layer's output is a measured layer,
+    flattened per sample. input_shape (cnn only): [C, H, W] of the inputs; empty = the dataset's
+    own (MNIST-style IDX 1×28×28, CIFAR-10 3×32×32; needed for ``npz``/``mat`` data). A CNN has no
+    noise or quantization options; ensembles (train.seeds > 1) run as grouped convolutions.
 
     init (biases are zero in all but ``torch``; truncated normals are cut at ±2 std and redrawn):
     - ``idnns``: every layer truncated normal with std 1/sqrt(fan_in) (IDNNs' model.py);
@@ -79,7 +89,10 @@ class ModelConfig:
     bits: flagged as saturated there). Estimators that assume a deterministic layer are refused.
     """
 
+    kind: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [10, 7, 5, 4, 3])
+    layers: list[str] = field(default_factory=list)
+    input_shape: list[int] = field(default_factory=list)
     activation: str = "tanh"
     init: str = "idnns"
     quantize_bits: int = 0
@@ -458,6 +471,12 @@ def validate(cfg: Config) -> None:
            f"model.widths must be integers from 1 to {MAX_WIDTH}; got {m.widths}")
     _check(len(m.widths) >= 1, "model.widths needs at least one hidden layer")
     _choice(m.activation, ACTIVATIONS, "model.activation")
+    _choice(m.kind, MODEL_KINDS, "model.kind")
+    if m.kind == "cnn":
+        validate_cnn(cfg)
+    else:
+        _check(not m.layers and not m.input_shape, 'model.layers and model.input_shape are for model.kind = "cnn" '
+               "(an MLP takes model.widths)")
     _choice(m.init, INITS, "model.init")
     _check(0 <= m.quantize_bits <= 16, f"model.quantize_bits must be from 0 (off) to 16; got {m.quantize_bits}")
     if m.quantize_range:
@@ -515,6 +534,20 @@ def validate(cfg: Config) -> None:
     _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", cfg.preset) is not None,
            f"preset name '{cfg.preset}' must be 1-64 letters, digits, '.', '_', '+' or '-' (it names run directories)")
     _check(len(cfg.estimators) >= 1, "at least one [estimators.NAME] table is needed; valid: " + ", ".join(ESTIMATORS))
+
+
+def validate_cnn(cfg: Config) -> None:
+    """A CNN's layer list (and input shape, when given) fit together; options only MLPs have are refused."""
+    from ibtui.engine.cnn_layers import check_input_shape, layer_shapes, parse_layers  # no torch there
+
+    m = cfg.model
+    layers = parse_layers(m.layers)
+    if m.input_shape:
+        layer_shapes(layers, check_input_shape(m.input_shape))
+    for name, value, off in (("model.noise_std", m.noise_std, 0.0), ("model.quantize_bits", m.quantize_bits, 0),
+                             ("train.gradient_stats", cfg.train.gradient_stats, False),
+                             ("as_if_random.pool", cfg.as_if_random.pool, "")):
+        _check(value == off, f'{name} is not supported with model.kind = "cnn"; got {value!r}')
 
 
 def validate_schedule(s: ScheduleConfig, planes: list[str]) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 from hypothesis import strategies as st
 
 from ibtui.config import Config, config_from_dict
+from ibtui.rundir.store import read_events, read_npz
 
 
 def tiny_config(runs_dir, **sections) -> Config:
@@ -67,3 +71,27 @@ def full_and_resumed_events(runs_dir, stop_after: int, **sections):
     assert cut["status"] == "stopped"
     assert resume(cut["run_dir"])["status"] == "done"
     return read_events(full["run_dir"]), read_events(cut["run_dir"])
+
+
+def by_epoch(run_dir):
+    """Measured epochs → event without timing fields (the last line wins, as readers do)."""
+    return {e["epoch"]: {k: v for k, v in e.items() if k != "mi_seconds"} for e in read_events(run_dir)}
+
+
+def stop_at(epoch):
+    stop = threading.Event()
+
+    def on_event(event):
+        if event["type"] == "measure" and event["epoch"] >= epoch:
+            stop.set()
+
+    return stop, on_event
+
+
+def assert_same_arrays(run, ref):
+    """planes.npz and curves.npz of a resumed run equal the uninterrupted run's (CPU: bit for bit)."""
+    for name in ("planes.npz", "curves.npz"):
+        mine, theirs = read_npz(Path(run) / name), read_npz(Path(ref) / name)
+        assert sorted(mine) == sorted(theirs), name
+        for key in theirs:
+            np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{name}:{key}")

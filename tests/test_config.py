@@ -5,7 +5,7 @@ import pytest
 from ibtui.config import apply_override, available_presets, config_from_dict, load_preset, tomllib
 from ibtui.errors import UserError
 
-BUNDLED = ["mnist-relu", "mnist-tanh", "quick", "saxe-relu", "saxe-tanh", "tishby-tanh"]
+BUNDLED = ["mnist-relu", "mnist-tanh", "quick", "saxe-relu", "saxe-tanh", "tishby-tanh", "mnist-cnn", "cifar10-cnn"]
 
 
 def test_bundled_presets_are_all_found():

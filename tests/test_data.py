@@ -1,7 +1,8 @@
-"""Datasets: the generated 12-bit task, mat/npz loaders, MNIST-style IDX download and cache.
+"""Datasets: the generated 12-bit task, mat/npz loaders, MNIST-style IDX download and cache,
+``idx:DIR`` directories and the CIFAR-10 binary archive.
 
-No test touches the real network: MNIST is exercised with a tiny IDX fixture served from a
-loopback HTTP server, with ``SOURCES`` patched to point at it.
+No test touches the real network: MNIST and CIFAR-10 are exercised with tiny fixtures served from
+a loopback HTTP server, with ``SOURCES`` / ``CIFAR10`` patched to point at them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import functools
 import gzip
 import hashlib
 import itertools
+import io
 import os
 import struct
+import tarfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,7 +43,7 @@ IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 def _offline_environment(monkeypatch, tmp_path):
     """Keep every test away from the user's cache, mirrors and proxies."""
     monkeypatch.setenv("IBTUI_CACHE", str(tmp_path / "default-cache"))
-    for var in ("IBTUI_MNIST_MIRROR", "IBTUI_FASHION_MNIST_MIRROR", "http_proxy", "HTTP_PROXY",
+    for var in ("IBTUI_MNIST_MIRROR", "IBTUI_FASHION_MNIST_MIRROR", "IBTUI_CIFAR10_MIRROR", "http_proxy", "HTTP_PROXY",
                 "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
@@ -237,14 +240,14 @@ def test_twelve_bit_labels_equal_var_u_exactly():
 
 def test_unknown_spec_raises_user_error_listing_valid_forms():
     with pytest.raises(UserError) as info:
-        load_dataset("cifar10")
+        load_dataset("cifar100")
     message = str(info.value)
-    assert "cifar10" in message and "\n" not in message
-    for form in ("12bit", "mnist", "fashion-mnist", "mat:PATH", "npz:PATH"):
+    assert "cifar100" in message and "\n" not in message
+    for form in ("12bit", "mnist", "fashion-mnist", "cifar10", "idx:DIR", "mat:PATH", "npz:PATH"):
         assert form in message
 
 
-@pytest.mark.parametrize("spec", ["mat:", "npz:  "])
+@pytest.mark.parametrize("spec", ["mat:", "npz:  ", "idx:"])
 def test_spec_without_a_path_raises_user_error(spec):
     with pytest.raises(UserError, match="missing file path"):
         load_dataset(spec)
@@ -633,3 +636,176 @@ def test_sources_pin_a_sha256_for_each_official_file():
             assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
     digests = list(itertools.chain.from_iterable(s["files"].values() for s in data.SOURCES.values()))
     assert len(set(digests)) == len(digests)
+
+
+# --------------------------------------------------------------------------------------------
+# idx:DIR (any MNIST-format directory)
+# --------------------------------------------------------------------------------------------
+
+
+def write_idx_dir(folder: Path, fx, gzipped: dict[str, bool]) -> Path:
+    folder.mkdir()
+    for stem in IDX_STEMS:
+        if gzipped[stem]:
+            (folder / f"{stem}.gz").write_bytes(fx["gz"][stem])
+        else:
+            (folder / stem).write_bytes(fx["raw"][stem])
+    return folder
+
+
+def test_idx_directory_reads_gz_and_plain_files_alike(tmp_path, idx_fixture):
+    folder = write_idx_dir(tmp_path / "notmnist", idx_fixture, {stem: i % 2 == 0 for i, stem in enumerate(IDX_STEMS)})
+    ds = load_dataset(f"idx:{folder}")
+    check_matches_fixture(ds, idx_fixture)
+    assert ds.name == f"idx:{folder}" and ds.shape == (1, 28, 28) and "20 train + 10 test" in ds.description
+
+
+def test_idx_directory_with_a_malformed_header_is_one_line(tmp_path, idx_fixture):
+    folder = write_idx_dir(tmp_path / "kmnist", idx_fixture, dict.fromkeys(IDX_STEMS, False))
+    (folder / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00")  # header cut short
+    with pytest.raises(UserError, match="train-labels-idx1-ubyte: corrupt IDX file .truncated header.") as info:
+        load_dataset(f"idx:{folder}")
+    assert "\n" not in str(info.value)
+
+
+def test_idx_directory_missing_a_file_names_it(tmp_path, idx_fixture):
+    folder = write_idx_dir(tmp_path / "emnist", idx_fixture, dict.fromkeys(IDX_STEMS, True))
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match=r"missing t10k-labels-idx1-ubyte \(or t10k-labels-idx1-ubyte.gz\)"):
+        load_dataset(f"idx:{folder}")
+
+
+@pytest.mark.parametrize("shape", [(0, 28, 28), (10, 0, 28)], ids=["empty test split", "zero features"])
+def test_idx_directory_with_no_test_images_or_no_pixels_is_refused(tmp_path, idx_fixture, shape):
+    folder = write_idx_dir(tmp_path / "data", idx_fixture, dict.fromkeys(IDX_STEMS, False))
+    (folder / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros(shape, dtype=np.uint8)))
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(shape[0], dtype=np.uint8)))
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte: no samples or no pixels"):
+        load_dataset(f"idx:{folder}")
+
+
+def test_idx_spec_that_is_not_a_directory_is_refused(tmp_path):
+    with pytest.raises(UserError, match="not a directory"):
+        load_dataset(f"idx:{tmp_path / 'nowhere'}")
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 (binary archive)
+# --------------------------------------------------------------------------------------------
+
+CIFAR_MEMBERS = [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)] + ["cifar-10-batches-bin/test_batch.bin"]
+
+
+def cifar_archive(records_per_member: int = 3, members=CIFAR_MEMBERS, seed: int = 0) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(a tar.gz laid out as cifar-10-binary.tar.gz, labels, images (N, 3072) uint8) in member order."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, records_per_member * len(members)).astype(np.uint8)
+    images = rng.integers(0, 256, (len(labels), 3072)).astype(np.uint8)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for i, name in enumerate(members):
+            rows = slice(i * records_per_member, (i + 1) * records_per_member)
+            blob = np.concatenate([labels[rows, None], images[rows]], axis=1).tobytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return buffer.getvalue(), labels, images
+
+
+@pytest.fixture
+def cifar_served(tmp_path, monkeypatch):
+    """The generated archive served on loopback, ``CIFAR10`` patched to its size and SHA-256."""
+    blob, labels, images = cifar_archive()
+    folder = tmp_path / "cifar-served"
+    folder.mkdir()
+    (folder / "cifar-10-binary.tar.gz").write_bytes(blob)
+    srv = LoopbackServer(folder)
+    monkeypatch.setitem(data.CIFAR10, "base_url", srv.url)
+    monkeypatch.setitem(data.CIFAR10, "size", len(blob))
+    monkeypatch.setitem(data.CIFAR10, "sha256", sha256(blob))
+    yield {"server": srv, "blob": blob, "labels": labels, "images": images, "dir": folder}
+    srv.stop()
+
+
+def test_cifar10_ships_the_binary_archive_size_and_checksum():
+    assert data.CIFAR10["base_url"] == "https://www.cs.toronto.edu/~kriz/"
+    assert data.CIFAR10["file"] == "cifar-10-binary.tar.gz" and data.CIFAR10["size"] == 170_052_171
+    assert data.CIFAR10["sha256"] == "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"
+
+
+def test_cifar10_downloads_verifies_and_loads_train_then_test(tmp_path, cifar_served):
+    ds = load_dataset("cifar10", data_dir=tmp_path / "cache")
+    assert ds.x.shape == (18, 3072) and ds.shape == (3, 32, 32) and ds.n_classes == 10
+    np.testing.assert_array_equal(ds.y, cifar_served["labels"].astype(np.int64))
+    np.testing.assert_allclose(ds.x, cifar_served["images"] / np.float32(255.0))
+    assert ds.is_test.tolist() == [False] * 15 + [True] * 3
+    assert os.listdir(tmp_path / "cache") == ["cifar-10-binary.tar.gz"] and cifar_served["server"].requests == 1
+
+
+def test_cifar10_second_load_reads_the_cache_without_the_server(tmp_path, cifar_served):
+    first = load_dataset("cifar10", data_dir=tmp_path / "cache")
+    cifar_served["server"].stop()
+    second = load_dataset("cifar10", data_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(first.x, second.x)
+    assert cifar_served["server"].requests == 1
+
+
+def test_cifar10_download_with_a_bad_checksum_leaves_no_file(tmp_path, cifar_served, monkeypatch):
+    monkeypatch.setitem(data.CIFAR10, "sha256", "0" * 64)
+    with pytest.raises(UserError, match="cifar10: checksum mismatch.*the file was discarded"):
+        load_dataset("cifar10", data_dir=tmp_path / "cache")
+    assert os.listdir(tmp_path / "cache") == []
+
+
+def test_cifar10_truncated_download_is_refused_and_leaves_no_file(tmp_path, cifar_served):
+    full = cifar_served["blob"]
+    (cifar_served["dir"] / "cifar-10-binary.tar.gz").write_bytes(full[: len(full) // 2])
+    with pytest.raises(UserError, match=f"truncated: {len(full) // 2} bytes, expected {len(full)}"):
+        load_dataset("cifar10", data_dir=tmp_path / "cache")
+    assert os.listdir(tmp_path / "cache") == []
+
+
+def test_cifar10_interrupted_download_is_refused_and_leaves_no_file(tmp_path, cifar_served, monkeypatch):
+    full = cifar_served["blob"]
+
+    class CutHandler(SimpleHTTPRequestHandler):
+        def do_GET(self):  # announces the whole file, sends half of it, hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(full)))
+            self.end_headers()
+            self.wfile.write(full[: len(full) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), CutHandler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("IBTUI_CIFAR10_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}")
+        with pytest.raises(UserError, match=f"cifar10: download of .* was interrupted after {len(full) // 2} of {len(full)} bytes.*IBTUI_CIFAR10_MIRROR"):
+            load_dataset("cifar10", data_dir=tmp_path / "cache")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert os.listdir(tmp_path / "cache") == []
+
+
+def test_cifar10_truncated_cached_archive_asks_to_delete_it(tmp_path, cifar_served):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "cifar-10-binary.tar.gz").write_bytes(cifar_served["blob"][:100])
+    with pytest.raises(UserError, match="100 bytes, expected .* delete the file"):
+        load_dataset("cifar10", data_dir=cache)
+    assert cifar_served["server"].requests == 0
+
+
+def test_cifar10_archive_without_a_batch_is_refused_naming_it(tmp_path, cifar_served, monkeypatch):
+    blob, _, _ = cifar_archive(members=CIFAR_MEMBERS[:-1])  # no test_batch.bin
+    (cifar_served["dir"] / "cifar-10-binary.tar.gz").write_bytes(blob)
+    monkeypatch.setitem(data.CIFAR10, "size", len(blob))
+    monkeypatch.setitem(data.CIFAR10, "sha256", sha256(blob))
+    with pytest.raises(UserError, match="no cifar-10-batches-bin/test_batch.bin in the archive"):
+        load_dataset("cifar10", data_dir=tmp_path / "cache")

@@ -26,6 +26,7 @@ def test_estimators_config_and_the_reader_load_without_torch():
         import ibtui, ibtui.estimators, ibtui.config, ibtui.rundir.reader, ibtui.cli
         from ibtui.config import load_preset
         load_preset("saxe-tanh")
+        load_preset("mnist-cnn")  # a CNN's layer list is checked without torch too
         print(sorted(m for m in ("torch", "scipy", "textual", "matplotlib") if m in sys.modules))
     """)
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -12,26 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import assert_same_arrays, by_epoch, stop_at, tiny_config
 from ibtui.cli import app
 from ibtui.engine.runner import execute, resume
 from ibtui.rundir.store import read_events, read_meta, read_npz
 from ibtui.errors import UserError
-
-
-def by_epoch(run_dir):
-    """Measured epochs → event without timing fields (the last line wins, as readers do)."""
-    return {e["epoch"]: {k: v for k, v in e.items() if k != "mi_seconds"} for e in read_events(run_dir)}
-
-
-def stop_at(epoch):
-    stop = threading.Event()
-
-    def on_event(event):
-        if event["type"] == "measure" and event["epoch"] >= epoch:
-            stop.set()
-
-    return stop, on_event
 
 
 @pytest.mark.parametrize("schedule", [{"kind": "every_n", "every": 3},
@@ -72,15 +56,6 @@ def test_resume_after_sigkill_gives_the_uninterrupted_epochs(tmp_path):
     (ref,) = (tmp_path / "whole").iterdir()
     assert by_epoch(cut) == by_epoch(ref)
     assert_same_arrays(cut, ref)
-
-
-def assert_same_arrays(run, ref):
-    """planes.npz and curves.npz of a resumed run equal the uninterrupted run's (CPU: bit for bit)."""
-    for name in ("planes.npz", "curves.npz"):
-        mine, theirs = read_npz(Path(run) / name), read_npz(Path(ref) / name)
-        assert sorted(mine) == sorted(theirs), name
-        for key in theirs:
-            np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{name}:{key}")
 
 
 def snapshot(run):

@@ -92,7 +92,7 @@ class Engine:
         self.records: dict[int, dict[str, Any]] = {}  # measured epoch → event
         curve_keys = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
         if t.gradient_stats:
-            layers = range(len(self.cfg.model.widths) + 1)
+            layers = range(len(self.model.weights))
             curve_keys += [f"grad_mean.{i}" for i in layers] + [f"grad_std.{i}" for i in layers]
         self.curves: dict[str, list[float]] = {k: [] for k in curve_keys}
         self.pool_suffix = pool_suffix(self.cfg)  # "~sgd" when as-if-random is on

@@ -118,7 +118,7 @@ def check_finite(layers: Sequence[torch.Tensor], names: Sequence[str], seeds: Se
 
 def member_chunk(model: Ensemble, n_mi: int, budget_bytes: int = 256 << 20) -> int:
     """Members whose MI-set activations fit in about ``budget_bytes`` together (at least one)."""
-    per_member = n_mi * sum(w.shape[1] for w in model.weights) * 4
+    per_member = n_mi * sum(model.widths) * 4
     return max(1, min(model.size, budget_bytes // max(per_member, 1)))
 
 

@@ -50,6 +50,23 @@ ACTIVATION_FNS = {
 }
 
 
+@torch.no_grad()
+def draw_weights(weight: torch.Tensor, bias: torch.Tensor, init: str, last: bool) -> None:
+    """One layer's weights (out, in) or (out, in, kh, kw) drawn by scheme ``init`` (see ``MLP.reset``),
+    its bias zeroed; ``last``: the softmax layer. Fans count the kernel: fan_in = in·kh·kw,
+    fan_out = out (a dense layer's width, as ibsgd; out·kh·kw for a convolution)."""
+    if init == "torch":
+        return
+    fan_in = weight[0].numel()
+    fan_out = weight.shape[0] * (weight[0, 0].numel() if weight.ndim > 2 else 1)
+    if init == "keras" or (init == "ibsgd" and last):
+        nn.init.xavier_uniform_(weight)  # U(±sqrt(6 / (fan_in + fan_out)))
+    else:
+        std = 1.0 / math.sqrt(fan_out if init == "ibsgd" else fan_in)
+        nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    nn.init.zeros_(bias)
+
+
 class MLP(nn.Module):
     """Input (D) → hidden widths with ``activation`` → linear to ``n_classes`` logits."""
 
@@ -74,14 +91,7 @@ class MLP(nn.Module):
         Dense default: ibsgd's MNIST_SaveActivations). Truncation at ±2 std, as tf.truncated_normal."""
         last = len(self.linears) - 1
         for index, lin in enumerate(self.linears):
-            glorot = init == "keras" or (init == "ibsgd" and index == last)
-            if glorot:
-                nn.init.xavier_uniform_(lin.weight)  # U(±sqrt(6 / (fan_in + fan_out)))
-            else:
-                fan = lin.out_features if init == "ibsgd" else lin.in_features
-                std = 1.0 / math.sqrt(fan)
-                nn.init.trunc_normal_(lin.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
-            nn.init.zeros_(lin.bias)
+            draw_weights(lin.weight, lin.bias, init, last=index == last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, n_classes)."""
@@ -122,7 +132,47 @@ def state_name(name: str) -> str:
     return name.replace("weight.", "weights.").replace("bias.", "biases.")
 
 
-class Ensemble(nn.Module):
+class StackedNetwork(nn.Module):
+    """What every network the engine trains shares: S members with stacked parameters ``weights.l``
+    (S, ...) and ``biases.l``, saved under the checkpoint names ``weight.l``/``bias.l``.
+    Subclasses set ``seeds`` and ``layer_names`` and define ``logits`` and ``forward_layers``."""
+
+    seeds: list[int]
+    layer_names: list[str]
+    weights: nn.ParameterList
+    biases: nn.ParameterList
+
+    @property
+    def size(self) -> int:
+        """Number of members S."""
+        return len(self.seeds)
+
+    @property
+    def widths(self) -> list[int]:
+        """Units per sample of each measured layer (flattened), the softmax output last."""
+        return [int(name.rsplit(":", 1)[1]) for name in self.layer_names]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (S, B, n_classes), contiguous."""
+        return self.logits(x).transpose(1, 2).contiguous()
+
+    def state_arrays(self) -> dict[str, torch.Tensor]:
+        """The weights under their checkpoint names (``weight.l``, ``bias.l``)."""
+        return {checkpoint_name(k): v for k, v in self.state_dict().items()}
+
+    def load_state_arrays(self, arrays: dict[str, torch.Tensor]) -> None:
+        """Load ``state_arrays`` output; raises ValueError if names or shapes do not match this network."""
+        own = self.state_arrays()
+        if set(arrays) != set(own):
+            raise ValueError(f"checkpoint has weights {sorted(arrays)}; this network needs {sorted(own)}")
+        for key, value in own.items():
+            if tuple(arrays[key].shape) != tuple(value.shape):
+                raise ValueError(f"checkpoint weight {key} has shape {tuple(arrays[key].shape)}; "
+                                 f"this network needs {tuple(value.shape)}")
+        self.load_state_dict({state_name(k): v for k, v in arrays.items()})
+
+
+class Ensemble(StackedNetwork):
     """S networks of the same shape trained together: stacked weights, one batched forward.
 
     Member s is exactly the ``MLP`` that ``torch.manual_seed(seeds[s])`` builds (same
@@ -165,11 +215,6 @@ class Ensemble(nn.Module):
         self.activation = activation
         self._act = ACTIVATION_FNS[activation]
         self.layer_names = members[0].layer_names
-
-    @property
-    def size(self) -> int:
-        """Number of members S."""
-        return len(self.seeds)
 
     def _inputs(self, x: torch.Tensor, size: int) -> torch.Tensor:
         """Inputs (B, D) or (size, B, D) as feature-major (size, D, B) (a view)."""
@@ -218,10 +263,6 @@ class Ensemble(nn.Module):
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             x = self._hidden(x, w, b, generator)[1]
         return torch.baddbmm(self.biases[-1].transpose(1, 2), self.weights[-1], x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (S, B, n_classes), contiguous."""
-        return self.logits(x).transpose(1, 2).contiguous()
 
     def forward_layers(self, x: torch.Tensor, members: slice = slice(None), centres: bool = False,
                        generator: torch.Generator | None = None) -> list[torch.Tensor]:
@@ -272,18 +313,3 @@ class Ensemble(nn.Module):
                                         for b in biases)
         clone.seeds = [int(s) for s in seeds]
         return clone
-
-    def state_arrays(self) -> dict[str, torch.Tensor]:
-        """The weights under their checkpoint names (``weight.l``, ``bias.l``)."""
-        return {checkpoint_name(k): v for k, v in self.state_dict().items()}
-
-    def load_state_arrays(self, arrays: dict[str, torch.Tensor]) -> None:
-        """Load ``state_arrays`` output; raises ValueError if names or shapes do not match this ensemble."""
-        own = self.state_arrays()
-        if set(arrays) != set(own):
-            raise ValueError(f"checkpoint has weights {sorted(arrays)}; this network needs {sorted(own)}")
-        for key, value in own.items():
-            if tuple(arrays[key].shape) != tuple(value.shape):
-                raise ValueError(f"checkpoint weight {key} has shape {tuple(arrays[key].shape)}; "
-                                 f"this network needs {tuple(value.shape)}")
-        self.load_state_dict({state_name(k): v for k, v in arrays.items()})

@@ -3,14 +3,17 @@ split, the MI sets and the network (``prepare``). Raises UserError for bad input
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ibtui.config import Config
+from ibtui.config import Config, ModelConfig
 from ibtui.engine.data import Dataset, load_dataset
-from ibtui.engine.model import Ensemble
+from ibtui.engine.cnn import ConvEnsemble
+from ibtui.engine.cnn_layers import check_input_shape, layer_shapes, parse_layers
+from ibtui.engine.model import Ensemble, StackedNetwork
 from ibtui.errors import UserError
 from ibtui.estimators import MISet
 from ibtui.estimators.base import check_estimators
@@ -47,7 +50,7 @@ class Prepared:
     test_idx: torch.Tensor  # (S, N_test)
     mi_idx: torch.Tensor  # (S, N_mi)
     mi_sets: list[MISet]  # one per member
-    model: Ensemble
+    model: StackedNetwork  # an MLP Ensemble or a ConvEnsemble
 
     @property
     def mi_set(self) -> MISet:
@@ -82,6 +85,27 @@ def member_seeds(cfg: Config) -> list[int]:
     return [cfg.train.seed + i for i in range(cfg.train.seeds)]
 
 
+def build_model(m: ModelConfig, dataset: Dataset, seeds: list[int]) -> StackedNetwork:
+    """The network of ``m`` for ``dataset`` (an MLP ``Ensemble`` or a ``ConvEnsemble``); UserError
+    when a CNN's input shape is unknown or does not fit the data."""
+    if m.kind != "cnn":
+        return Ensemble(dataset.x.shape[1], m.widths, dataset.n_classes, m.activation, m.init, seeds,
+                        m.quantize_bits, m.levels_range(), m.noise_std)
+    if m.input_shape:
+        shape = check_input_shape(m.input_shape)
+    elif dataset.shape is not None:
+        shape = dataset.shape
+    else:
+        raise UserError(f"dataset {dataset.name} has no image shape; set model.input_shape = [CHANNELS, HEIGHT, WIDTH] "
+                        f"for its {dataset.x.shape[1]} features")
+    if math.prod(shape) != dataset.x.shape[1]:
+        raise UserError(f"model.input_shape {list(shape)} holds {math.prod(shape)} values; dataset {dataset.name} has "
+                        f"{dataset.x.shape[1]} features per sample")
+    layers = parse_layers(m.layers)
+    layer_shapes(layers, shape)  # UserError when a layer leaves nothing of its input
+    return ConvEnsemble(shape, layers, dataset.n_classes, m.activation, m.init, seeds)
+
+
 def prepare(cfg: Config, from_run: bool = False) -> Prepared:
     """Resolve the device, load and split the data, build the model. Raises UserError.
     ``from_run``: ``cfg`` was read from a run directory (resume, analyze): its paths are only read,
@@ -101,8 +125,7 @@ def prepare(cfg: Config, from_run: bool = False) -> Prepared:
                        MISet.from_arrays(dataset.x[split[2]], dataset.y[split[2]], device=device))
         previous = (split[2], mi_sets[-1])
     check_estimators(list(cfg.estimators.values()), mi_sets)  # a k larger than the set, say: UserError now
-    model = Ensemble(dataset.x.shape[1], cfg.model.widths, dataset.n_classes, cfg.model.activation,
-                     cfg.model.init, seeds, cfg.model.quantize_bits, cfg.model.levels_range(), cfg.model.noise_std)
+    model = build_model(cfg.model, dataset, seeds)
     return Prepared(
         cfg=cfg, device=device, dataset=dataset,
         x_all=torch.as_tensor(dataset.x, dtype=torch.float32, device=device),

@@ -463,7 +463,8 @@ class Run:
         return [e for e in self.epochs if (folder / f"e{e:07d}.npz").is_file()] if folder.is_dir() else []
 
     def model_at(self, epoch: int) -> Any:
-        """The run's network (an ``ibtui.engine.model.Ensemble``, in eval mode) with the weights of
+        """The run's network (an ``ibtui.engine.model.Ensemble``, or ``ibtui.engine.cnn.ConvEnsemble``
+        for a CNN run; in eval mode) with the weights of
         ``epoch``'s checkpoint. Imports torch."""
         import torch
 

@@ -1,7 +1,8 @@
-"""Datasets: the generated 12-bit task, a user's ``.mat``/``.npz``, MNIST and Fashion-MNIST.
+"""Datasets: the generated 12-bit task, a user's ``.mat``/``.npz``, MNIST, Fashion-MNIST, any
+directory of MNIST-format IDX files and CIFAR-10.
 
 ``load_dataset(spec, data_dir)`` returns a :class:`Dataset` (float32 inputs of shape (N, D),
-int64 labels 0..C-1). Every problem with the user's input raises :class:`ibtui.errors.UserError`
+int64 labels 0..C-1, and for images their shape (C, H, W) in ``Dataset.shape``). Every problem with the user's input raises :class:`ibtui.errors.UserError`
 with one line naming the spec or file and what is wrong; no raw exception escapes.
 
 Spec forms
@@ -12,6 +13,8 @@ Spec forms
 ``npz:PATH``        a numpy ``.npz`` holding ``X`` (N, ...) (flattened to (N, D)) and ``y`` (N,)
 ``mnist``           MNIST, the four official IDX files
 ``fashion-mnist``   Fashion-MNIST, same format
+``idx:DIR``         any directory of the four MNIST-format IDX files (see below)
+``cifar10``         CIFAR-10, the binary archive (see ``ibtui.engine.data.cifar``)
 Paths are used as given (``~`` expanded, relative to the current directory).
 
 The 12-bit task
@@ -63,6 +66,28 @@ file is checked against its SHA-256 each time it is loaded; uncompressed files c
 (the checksums are of the ``.gz`` files) and are only checked for a valid IDX layout.
 Images are flattened to 784 floats in [0, 1]; the train samples come first, then the 10k test
 samples, marked by ``Dataset.is_test``.
+
+Any IDX dataset (``idx:DIR``)
+-----------------------------
+DIR holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
+and ``t10k-labels-idx1-ubyte``, each ``.gz`` or plain (the ``.gz`` is read when both are there):
+unsigned-byte images N×rows×cols and labels N, read as MNIST (pixels / 255, train then test).
+Nothing is downloaded or checksummed; a missing file, a malformed header, images of no pixels or
+an empty split is a one-line error. This covers notMNIST (the letters A-J in 28×28 glyphs, the
+second dataset the seed study planned; MNIST-format files are published by
+davidflanagan/notMNIST-to-MNIST), Kuzushiji-MNIST and EMNIST (rename or link its
+``emnist-<split>-*`` files to the four names; EMNIST's images are stored transposed, which a
+network does not mind).
+
+CIFAR-10 (``cifar10``)
+----------------------
+``cifar-10-binary.tar.gz`` (170,052,171 bytes, SHA-256 c4a38c50...1bca1dd) is read from
+``data_dir`` or the cache ``$IBTUI_CACHE/cifar10`` (``~/.cache/ibtui/cifar10``), downloaded there
+once from https://www.cs.toronto.edu/~kriz/ (or ``$IBTUI_CIFAR10_MIRROR``) into a temporary file
+whose size and SHA-256 are checked before it is renamed into place; the cached archive's size and
+SHA-256 are checked at every load. Its batch files are read by exact name from the tar (nothing is
+extracted to disk): 50,000 train then 10,000 test images, 3×32×32 flattened in C, H, W order,
+pixels / 255. The Python (pickled) version of the archive is never used.
 """
 
 from __future__ import annotations
@@ -71,7 +96,8 @@ from pathlib import Path
 
 from ibtui.engine.data.dataset import MAX_CLASSES, Dataset
 from ibtui.engine.data.files import _load_mat, _load_npz
-from ibtui.engine.data.idx import SOURCES, _load_idx_dataset
+from ibtui.engine.data.cifar import CIFAR10, load_cifar10
+from ibtui.engine.data.idx import SOURCES, _load_idx_dataset, load_idx_directory
 from ibtui.engine.data.twelve_bit import TWELVE_BIT_VERTICES, make_twelve_bit, twelve_bit_patterns, twelve_bit_score
 from ibtui.errors import UserError
 
@@ -84,17 +110,18 @@ __all__ = [
     "twelve_bit_score",
     "TWELVE_BIT_VERTICES",
     "SOURCES",
+    "CIFAR10",
     "VALID_SPECS",
     "MAX_CLASSES",
 ]
 
-VALID_SPECS = "12bit, mnist, fashion-mnist, mat:PATH, npz:PATH"
+VALID_SPECS = "12bit, mnist, fashion-mnist, cifar10, idx:DIR, mat:PATH, npz:PATH"
 
 
 def check_dataset_spec(spec: str) -> None:
     """Reject a spec of none of the forms in ``VALID_SPECS`` (no file is read: a run's machine may differ)."""
     key = spec.strip().lower() if isinstance(spec, str) else ""
-    if not (key == "12bit" or key in SOURCES or key.startswith(("mat:", "npz:"))):
+    if not (key in ("12bit", "cifar10") or key in SOURCES or key.startswith(("mat:", "npz:", "idx:"))):
         raise _unknown_spec(spec)
 
 
@@ -114,6 +141,10 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, fetch_into_data_
         return make_twelve_bit()
     if key in SOURCES:
         return _load_idx_dataset(key, data_dir, fetch_into_data_dir)
+    if key == "cifar10":
+        return load_cifar10(data_dir, fetch_into_data_dir)
+    if key.startswith("idx:"):
+        return load_idx_directory(text[4:], text)
     if key.startswith("mat:"):
         return _load_mat(text[4:], text)
     if key.startswith("npz:"):

@@ -11,7 +11,6 @@ import numpy as np
 from ibtui.errors import UserError
 
 MAX_CLASSES = 10_000
-VALID_SPECS = "12bit, mnist, fashion-mnist, mat:PATH, npz:PATH"
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,12 +26,15 @@ class Dataset:
     n_classes: int
     is_test: np.ndarray | None = None  # bool (N,): a predefined test split, else None
     description: str = ""
+    shape: tuple[int, int, int] | None = None  # (C, H, W) of image inputs (x's rows in that order), else None
 
     def __post_init__(self) -> None:
         if self.x.ndim != 2 or self.y.ndim != 1 or self.x.shape[0] != self.y.shape[0]:
             raise ValueError(f"Dataset {self.name!r}: x must be (N, D) and y (N,), got {self.x.shape} and {self.y.shape}")
         if self.is_test is not None and self.is_test.shape != self.y.shape:
             raise ValueError(f"Dataset {self.name!r}: is_test must have shape {self.y.shape}, got {self.is_test.shape}")
+        if self.shape is not None and int(np.prod(self.shape)) != self.x.shape[1]:
+            raise ValueError(f"Dataset {self.name!r}: image shape {self.shape} does not hold {self.x.shape[1]} features")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ibtui.engine.data.dataset import Dataset, _labels, _one_line
+from ibtui.engine.data.dataset import Dataset, _labels, _one_line, _user_path
 from ibtui.errors import UserError
 
 # SHA-256 of the official .gz files, as pinned by tensorflow/datasets
@@ -71,8 +71,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _download(url: str, dest: Path, sha256: str, dataset: str) -> None:
-    """Fetch url into a temp file next to dest, check its SHA-256, then rename it to dest."""
+def _download(url: str, dest: Path, sha256: str, dataset: str, size: int | None = None) -> None:
+    """Fetch url into a temp file next to dest, check its size (when given, in bytes) and SHA-256,
+    then rename it to dest."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -82,11 +83,17 @@ def _download(url: str, dest: Path, sha256: str, dataset: str) -> None:
     hint = f"(set {_mirror_env(dataset)} to another mirror, or put the files in {dest.parent})"
     try:
         h = hashlib.sha256()
+        received = 0
         try:  # a fresh opener reads the proxy settings of the environment at each call
             with os.fdopen(fd, "wb") as out, urllib.request.build_opener().open(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                announced = response.headers.get("Content-Length", "")
                 for block in iter(lambda: response.read(_CHUNK), b""):
                     h.update(block)
                     out.write(block)
+                    received += len(block)
+                    if size is not None and received > size:
+                        raise UserError(f"{dataset}: download of {url} is larger than the expected {size} bytes; "
+                                        f"the file was discarded {hint}")
         except urllib.error.HTTPError as e:
             raise UserError(f"{dataset}: download failed: {url}: HTTP {e.code} {e.reason} {hint}") from None
         except urllib.error.URLError as e:
@@ -94,6 +101,12 @@ def _download(url: str, dest: Path, sha256: str, dataset: str) -> None:
             raise UserError(f"{dataset}: download failed: {url}: {reason} {hint}") from None
         except (OSError, ValueError, http.client.HTTPException) as e:  # timeouts, resets, truncation, disk full, bad URL
             raise UserError(f"{dataset}: download failed: {url}: {_one_line(e)} {hint}") from None
+        if announced.isdigit() and received < int(announced):  # the server hung up early (read() does not raise)
+            raise UserError(f"{dataset}: download of {url} was interrupted after {received} of {announced} bytes; "
+                            f"the file was discarded {hint}")
+        if size is not None and received != size:
+            raise UserError(f"{dataset}: download of {url} is truncated: {received} bytes, expected {size}; "
+                            f"the file was discarded {hint}")
         got = h.hexdigest()
         if got != sha256:
             raise UserError(
@@ -182,7 +195,28 @@ def _locate_idx_files(dataset: str, data_dir: str | Path | None, fetch_into_data
 
 
 def _load_idx_dataset(dataset: str, data_dir: str | Path | None, fetch_into_data_dir: bool = True) -> Dataset:
-    paths = _locate_idx_files(dataset, data_dir, fetch_into_data_dir)
+    """MNIST or Fashion-MNIST from ``data_dir`` or the cache (downloaded and checked there)."""
+    return _idx_dataset(dataset, _TITLES[dataset], _locate_idx_files(dataset, data_dir, fetch_into_data_dir))
+
+
+def load_idx_directory(raw: str, spec: str) -> Dataset:
+    """``idx:DIR``: the four MNIST-format files in DIR, each ``.gz`` or plain (the ``.gz`` first when
+    both are there); no checksum (any dataset in that format: notMNIST, Kuzushiji-MNIST, EMNIST...)."""
+    directory = _user_path(raw, spec)
+    if not directory.is_dir():
+        raise UserError(f"dataset {spec!r}: not a directory: {directory}")
+    paths: dict[str, Path] = {}
+    for stem in _IDX_FILES:
+        found = [p for p in (directory / (stem + ".gz"), directory / stem) if p.is_file()]
+        if not found:
+            raise UserError(f"dataset {spec!r}: missing {stem} (or {stem}.gz) in {directory}; an idx:DIR holds "
+                            f"{', '.join(_IDX_FILES)}")
+        paths[stem] = found[0]
+    return _idx_dataset(f"idx:{raw.strip()}", f"IDX files in {directory}", paths)
+
+
+def _idx_dataset(name: str, title: str, paths: dict[str, Path]) -> Dataset:
+    """The dataset of the four IDX files ``paths`` (stem → file): train then test samples, pixels / 255."""
     arrays = {stem: _read_idx_file(path) for stem, path in paths.items()}
     parts_x, parts_y = [], []
     shape = None
@@ -193,6 +227,8 @@ def _load_idx_dataset(dataset: str, data_dir: str | Path | None, fetch_into_data
             raise UserError(f"{img_path}: expected unsigned-byte images (N x rows x cols), got {images.dtype} with shape {images.shape}")
         if labels.ndim != 1 or labels.dtype != np.uint8:
             raise UserError(f"{lab_path}: expected unsigned-byte labels (N), got {labels.dtype} with shape {labels.shape}")
+        if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+            raise UserError(f"{img_path}: no samples or no pixels (shape {images.shape}); each split needs images")
         if images.shape[0] != labels.shape[0]:
             raise UserError(f"{img_path}: {images.shape[0]} images but {lab_path.name} has {labels.shape[0]} labels")
         if shape is not None and images.shape[1:] != shape:
@@ -206,9 +242,8 @@ def _load_idx_dataset(dataset: str, data_dir: str | Path | None, fetch_into_data
     y, n_classes = _labels(np.concatenate(parts_y), str(paths["train-labels-idx1-ubyte"].parent), "in the label files")
     is_test = np.zeros(n_train + n_test, dtype=bool)
     is_test[n_train:] = True
-    title = _TITLES[dataset]
     return Dataset(
-        name=dataset,
+        name=name,
         x=x,
         y=y,
         n_classes=n_classes,
@@ -217,4 +252,5 @@ def _load_idx_dataset(dataset: str, data_dir: str | Path | None, fetch_into_data
             f"{title}: {n_train + n_test} images {shape[0]}x{shape[1]} ({n_train} train + {n_test} test), "
             f"{n_classes} classes, pixels scaled to [0, 1]"
         ),
+        shape=(1, int(shape[0]), int(shape[1])),
     )
