@@ -610,7 +610,7 @@ def sweep_table(summary: dict[str, Any]) -> Table:
     first = next((c for c in summary["cells"] if c.get("planes")), {})
     plane, rows = next(iter((first.get("planes") or {}).items()), ("?", []))
     layer = rows[-2]["layer"] if len(rows) >= 2 else "last layer"
-    table = Table(title=f"sweep {summary['id']} · {counts}", caption=f"I(X;T) in bits: {plane}, {layer}",
+    table = Table(title=escape(f"sweep {summary['id']} · {counts}"), caption=escape(f"I(X;T) in bits: {plane}, {layer}"),
                   header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     keys = [k for k, _ in summary["grid"]]
     for col in ["#", *(k.split(".")[-1] for k in keys), "status", "tries", "acc", "s", "peak", "final", "drop"]:

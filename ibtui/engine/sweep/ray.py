@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ibtui.rundir.store import atomic_write_bytes
 from ibtui.errors import UserError
-from ibtui.engine.sweep.local import run_cell, _limit_threads
+from ibtui.engine.sweep.local import _limit_threads, _set_aside, run_cell
 from ibtui.engine.sweep.results import Outcome, Sweep, cell_result
 from ibtui.engine.sweep.spec import Cell, SHIPPED
 
@@ -99,6 +99,8 @@ def run_ray(sweep: Sweep, cells: list[Cell], address: str | None, retries: int, 
 
 def _write_shipped(run_dir: Path, files: dict[str, bytes]) -> None:
     """Write a remote cell's files where the driver keeps the sweep (no checkpoints: those stay remote)."""
+    if run_dir.is_symlink():  # never written through
+        _set_aside(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         if name in SHIPPED:
