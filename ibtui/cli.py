@@ -531,8 +531,7 @@ def sweep(
     cell, plane and layer). The same command again skips the cells already done.
     """
     from ibtui.engine.runner import prepare
-    from ibtui.engine.sweep import (Outcome, Sweep, SweepSpec, cell_result, default_workers, parse_grid, run_local,
-                                    run_ray)
+    from ibtui.engine.sweep import Sweep, SweepSpec, parse_grid, ray_session
 
     if ray_address is not None:
         backend = "ray"
@@ -546,6 +545,7 @@ def sweep(
         fail("--cpus-per-cell must be > 0 and --gpus-per-cell >= 0")
     if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
         fail(f"--name '{name}' must be a plain directory name")
+    connection = contextlib.ExitStack()
     try:
         spec = SweepSpec(preset, [parse_grid(g) for g in grid], list(overrides), seeds)
         first, *_ = [spec.config(cell) for cell in spec.cells()]  # every cell valid before any runs
@@ -553,10 +553,26 @@ def sweep(
         prepare(spec.config(spec.cells()[0], 0, *(['train.device="cpu"'] if backend == "ray" else [])))
         job = Sweep(spec, given_runs_dir(ctx, runs_dir) or first.store.runs_dir, name)
         fresh = not job.root.exists()
+        if backend == "ray":  # connected before any directory is made: an unreachable Ray leaves none
+            connection.enter_context(ray_session(ray_address))
         job.open()
     except UserError as exc:
+        connection.close()
         fail(str(exc))
-    done, todo = job.pending()
+    with connection:
+        _run_sweep(job, todo_and_done=job.pending(), backend=backend, ray_address=ray_address, workers=workers,
+                   retries=retries, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, fresh=fresh,
+                   quiet=quiet, as_json=as_json)
+
+
+def _run_sweep(job: Any, todo_and_done: tuple[list[Any], list[Any]], backend: str, ray_address: str | None,
+               workers: int | None, retries: int, cpus_per_cell: float, gpus_per_cell: float, fresh: bool,
+               quiet: bool, as_json: bool) -> None:
+    """Run a sweep's pending cells on its backend, print the outcomes and the summary; the exit code
+    says whether every cell is done (0), some failed (1) or the sweep was stopped (130)."""
+    from ibtui.engine.sweep import Outcome, cell_result, default_workers, run_local, run_ray
+
+    done, todo = todo_and_done
     say = (lambda text: None) if quiet or as_json else (lambda text: err.print(text, highlight=False))
     say(f"[dim]sweep directory:[/] {escape(str(job.root))}  [dim]cells:[/] {len(job.cells)} "
         f"({len(done)} already done)  [dim]backend:[/] {backend}")
