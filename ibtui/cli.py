@@ -52,6 +52,19 @@ def termination_as_interrupt() -> contextlib.AbstractContextManager[None]:
     return stop_on_signals()
 
 
+def load_engine(module: str) -> Any:
+    """Import an engine ``module`` (it imports torch, seconds on a loaded machine) with stop signals
+    held until the import is complete, then take a stop that came meanwhile (KeyboardInterrupt:
+    exit 130). torch's import is not safe to interrupt: it swallows a KeyboardInterrupt, or fails
+    later with an ImportError, or makes the process die by SIGINT at exit."""
+    import importlib
+
+    from ibtui.engine.signals import deferred, stop_on_signals
+
+    with stop_on_signals(), deferred():
+        return importlib.import_module(module)
+
+
 # ----------------------------------------------------------------------------- TUI
 
 
@@ -142,7 +155,7 @@ def analyze(
     settings it gives the run's planes back.
     """
     from ibtui.config import parse_value
-    from ibtui.engine.analyze import analyze as run_analysis
+    run_analysis = load_engine("ibtui.engine.analyze").analyze
 
     if bins is not None and vary is not None:
         fail("give at most one of --bins N,N,... or --vary PARAM=v1,v2,...")
@@ -340,7 +353,8 @@ def run(
     run list and the app show them ("quick · relu · 300 epochs").
     """
     from ibtui.config import load_preset
-    from ibtui.engine.runner import execute, prepare
+    runner = load_engine("ibtui.engine.runner")
+    execute, prepare = runner.execute, runner.prepare
 
     runs_dir = given_runs_dir(ctx, runs_dir)
     extra = [f"train.device={device}" if device is not None else None,
@@ -394,7 +408,7 @@ def resume(
 ) -> None:
     """Continue a run from its last checkpoint, in place (same later epochs as an uninterrupted run)."""
     from ibtui.config import config_from_dict, read_toml
-    from ibtui.engine.runner import resume as resume_run
+    resume_run = load_engine("ibtui.engine.runner").resume
     from ibtui.rundir.reader import read_run_meta
     from ibtui.runinfo import clean_info
 
@@ -530,7 +544,7 @@ def sweep(
     Writes summary.csv and summary.json (accuracy, peak and final I(X;T), compression per
     cell, plane and layer). The same command again skips the cells already done.
     """
-    from ibtui.engine.runner import prepare
+    prepare = load_engine("ibtui.engine.runner").prepare
     from ibtui.engine.sweep import Sweep, SweepSpec, parse_grid, ray_session
 
     if ray_address is not None:
