@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from ibtui.cli import app, sweep_table
 from ibtui.engine.sweep import Outcome, Sweep, SweepSpec, cell_result, parse_grid, run_cell
 from ibtui.errors import UserError
-from test_hostile import DEEP, fifo, meta_with, snapshot, symlink_out
+from test_hostile import CASES, DEEP, crafted, fifo, meta_with, pristine, snapshot, symlink_out  # noqa: F401
 
 TINY = ["train.epochs=3", "schedule.kind=every", "estimators.kde=false", 'train.device="cpu"']
 GRID = "model.activation=tanh,relu"
@@ -172,3 +172,26 @@ def test_the_sweep_screen_shows_a_crafted_sweep_and_answers_keys(finished, tmp_p
             assert app.screen.query_one("#cells").row_count == 2
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_hostile_run_corpus_as_a_sweep_cell_is_resumed_or_set_aside_without_writing_outside(
+        pristine, tmp_path, case):
+    """Every crafted run of tests/test_hostile.py in a cell's place, through the cell's own
+    process body (``run_cell``: resume it, or set it aside and start the cell again)."""
+    job = Sweep(spec(), tmp_path / "runs", "s")
+    job.open()
+    cell = job.cells[0]
+    run, outside = crafted(pristine, tmp_path, case)
+    shutil.move(str(run), job.cell_dir(cell))
+    before = snapshot(outside)
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        run_cell(job.spec.config(cell).to_dict(), job.cell_dir(cell))
+    except UserError as exc:
+        assert "\n" not in str(exc)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    result = cell_result(job.cell_dir(cell))
+    assert result["status"] in ("done", "stopped", "failed", "killed", "unknown"), result
+    assert snapshot(outside) == before, "something was written outside the sweep"
