@@ -53,6 +53,19 @@ def termination_as_interrupt() -> contextlib.AbstractContextManager[None]:
     return stop_on_signals()
 
 
+def load_engine(module: str) -> Any:
+    """Import an engine ``module`` (it imports torch, seconds on a loaded machine) with stop signals
+    held until the import is complete, then take a stop that came meanwhile (KeyboardInterrupt:
+    exit 130). torch's import is not safe to interrupt: it swallows a KeyboardInterrupt, or fails
+    later with an ImportError, or makes the process die by SIGINT at exit."""
+    import importlib
+
+    from ibtui.engine.signals import deferred, stop_on_signals
+
+    with stop_on_signals(), deferred():
+        return importlib.import_module(module)
+
+
 # ----------------------------------------------------------------------------- TUI
 
 
@@ -143,7 +156,7 @@ def analyze(
     settings it gives the run's planes back.
     """
     from ibtui.config import parse_value
-    from ibtui.engine.analyze import analyze as run_analysis
+    run_analysis = load_engine("ibtui.engine.analyze").analyze
 
     if bins is not None and vary is not None:
         fail("give at most one of --bins N,N,... or --vary PARAM=v1,v2,...")
@@ -341,7 +354,8 @@ def run(
     run list and the app show them ("quick · relu · 300 epochs").
     """
     from ibtui.config import load_preset
-    from ibtui.engine.runner import execute, prepare
+    runner = load_engine("ibtui.engine.runner")
+    execute, prepare = runner.execute, runner.prepare
 
     runs_dir = given_runs_dir(ctx, runs_dir)
     extra = [f"train.device={device}" if device is not None else None,
@@ -395,7 +409,7 @@ def resume(
 ) -> None:
     """Continue a run from its last checkpoint, in place (same later epochs as an uninterrupted run)."""
     from ibtui.config import config_from_dict, read_toml
-    from ibtui.engine.runner import resume as resume_run
+    resume_run = load_engine("ibtui.engine.runner").resume
     from ibtui.rundir.reader import read_run_meta
     from ibtui.runinfo import clean_info
 
@@ -569,9 +583,8 @@ def sweep(
     Writes summary.csv and summary.json (accuracy, peak and final I(X;T), compression per
     cell, plane and layer). The same command again skips the cells already done.
     """
-    from ibtui.engine.runner import prepare
-    from ibtui.engine.sweep import (Outcome, Sweep, SweepSpec, cell_result, default_workers, parse_grid, run_local,
-                                    run_ray)
+    prepare = load_engine("ibtui.engine.runner").prepare
+    from ibtui.engine.sweep import Sweep, SweepSpec, parse_grid, ray_session
 
     if ray_address is not None:
         backend = "ray"
@@ -585,6 +598,7 @@ def sweep(
         fail("--cpus-per-cell must be > 0 and --gpus-per-cell >= 0")
     if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
         fail(f"--name '{name}' must be a plain directory name")
+    connection = contextlib.ExitStack()
     try:
         spec = SweepSpec(preset, [parse_grid(g) for g in grid], list(overrides), seeds)
         first, *_ = [spec.config(cell) for cell in spec.cells()]  # every cell valid before any runs
@@ -592,10 +606,26 @@ def sweep(
         prepare(spec.config(spec.cells()[0], 0, *(['train.device="cpu"'] if backend == "ray" else [])))
         job = Sweep(spec, given_runs_dir(ctx, runs_dir) or first.store.runs_dir, name)
         fresh = not job.root.exists()
+        if backend == "ray":  # connected before any directory is made: an unreachable Ray leaves none
+            connection.enter_context(ray_session(ray_address))
         job.open()
     except UserError as exc:
+        connection.close()
         fail(str(exc))
-    done, todo = job.pending()
+    with connection:
+        _run_sweep(job, todo_and_done=job.pending(), backend=backend, ray_address=ray_address, workers=workers,
+                   retries=retries, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, fresh=fresh,
+                   quiet=quiet, as_json=as_json)
+
+
+def _run_sweep(job: Any, todo_and_done: tuple[list[Any], list[Any]], backend: str, ray_address: str | None,
+               workers: int | None, retries: int, cpus_per_cell: float, gpus_per_cell: float, fresh: bool,
+               quiet: bool, as_json: bool) -> None:
+    """Run a sweep's pending cells on its backend, print the outcomes and the summary; the exit code
+    says whether every cell is done (0), some failed (1) or the sweep was stopped (130)."""
+    from ibtui.engine.sweep import Outcome, cell_result, default_workers, run_local, run_ray
+
+    done, todo = todo_and_done
     say = (lambda text: None) if quiet or as_json else (lambda text: err.print(text, highlight=False))
     say(f"[dim]sweep directory:[/] {escape(str(job.root))}  [dim]cells:[/] {len(job.cells)} "
         f"({len(done)} already done)  [dim]backend:[/] {backend}")
@@ -649,7 +679,7 @@ def sweep_table(summary: dict[str, Any]) -> Table:
     first = next((c for c in summary["cells"] if c.get("planes")), {})
     plane, rows = next(iter((first.get("planes") or {}).items()), ("?", []))
     layer = rows[-2]["layer"] if len(rows) >= 2 else "last layer"
-    table = Table(title=f"sweep {summary['id']} · {counts}", caption=f"I(X;T) in bits: {plane}, {layer}",
+    table = Table(title=escape(f"sweep {summary['id']} · {counts}"), caption=escape(f"I(X;T) in bits: {plane}, {layer}"),
                   header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     keys = [k for k, _ in summary["grid"]]
     for col in ["#", *(k.split(".")[-1] for k in keys), "status", "tries", "acc", "s", "peak", "final", "drop"]:

@@ -46,3 +46,21 @@ def test_a_ray_sweep_without_ray_leaves_no_sweep_directory(tmp_path, monkeypatch
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.output.startswith("error:") and "Ray" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_ray_sweep_to_an_unreachable_address_fails_in_one_line_and_leaves_no_sweep_directory(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="Ray is not installed: the unreachable-address check needs it")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "ibtui", "sweep", "-p", "quick", *TINY, "--runs-dir", str(tmp_path),
+                             "--name", "r", "--ray-address", f"127.0.0.1:{port}", "--quiet"],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)  # Ray alone retries for minutes
+    assert result.returncode == 2, result.stderr[-1000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot connect to Ray at 127.0.0.1:{port}"), result.stderr
+    assert not any(tmp_path.iterdir())

@@ -134,3 +134,31 @@ def test_a_disk_that_fills_during_a_run_fails_it_in_one_line_and_loses_nothing(t
         assert resume(run)["status"] == "done"
         assert [e["epoch"] for e in read_events(run)] == list(range(7))
         assert load_run(run).meta["status"] == "done"
+
+
+def test_a_disk_full_when_the_final_meta_json_is_written_never_leaves_the_run_running(tmp_path):
+    """meta.json still says `running` on disk (its final write failed), but no process holds the
+    run's lock: the reader, the app's list and the CLI say it is not running; resume finishes it."""
+    from ibtui.tui.state import list_runs
+
+    with tmpfs(tmp_path / "disk", size="4m") as mount:
+        runs = mount / "runs"
+        proc = subprocess.Popen([sys.executable, "-m", "ibtui", "run", "--set", "train.epochs=3", "--set",
+                                 "estimators.kde=false", "--set", "schedule.kind=every", "--device", "cpu",
+                                 "--runs-dir", str(runs), "--quiet"], cwd=ROOT, text=True,
+                                env={**os.environ, "IBTUI_TEST_PAUSE_AT": "final:3"},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for line in proc.stderr:  # the final arrays written, the final meta.json not yet
+            if "ibtui-test-pause: final" in line:
+                break
+        filler = fill(mount)
+        rest = proc.stderr.read()
+        proc.wait(TIMEOUT)
+        assert_one_line_error(proc.returncode, rest, "cannot write meta.json")
+        (run,) = list(runs.iterdir())
+        assert read_meta(run)["status"] == "running"  # the write that failed
+        assert load_run(run).status == "killed"
+        assert [row["status"] for row in list_runs(runs)] == ["killed"]
+        assert [e["epoch"] for e in read_events(run)] == [0, 1, 2, 3]  # every measured epoch kept
+        filler.unlink()
+        assert resume(run)["status"] == "done" and read_meta(run)["status"] == "done"

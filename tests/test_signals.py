@@ -200,3 +200,16 @@ def test_a_terminated_app_worker_leaves_its_run_stopped(tmp_path, monkeypatch):
     worker.process.terminate()  # SIGTERM, as Worker.shutdown does when asking did not help
     worker.process.join(TIMEOUT)
     assert read_meta(only_run(tmp_path / "runs"))["status"] == "stopped"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.3, 1.0])
+def test_sigint_while_the_cli_is_still_loading_exits_130_without_a_traceback(tmp_path, delay):
+    """From the instant the `ibtui` command starts (before that, the interpreter's own start-up)."""
+    ibtui = Ibtui(["run", *OVERRIDES, "--runs-dir", str(tmp_path), "--quiet"], pause="loading:0")
+    ibtui.wait_for("ibtui-test-pause: loading")
+    time.sleep(delay)  # within the imports (typer, rich, then torch) on any machine
+    ibtui.proc.send_signal(signal.SIGINT)
+    code, err = ibtui.finish()
+    assert "Traceback" not in err, err[-2000:]
+    assert code in (130, -signal.SIGINT), err[-500:]  # a shell shows both as 130 (see ibtui/__main__.py)
+    assert all(read_meta(run)["status"] != "running" for run in tmp_path.iterdir())

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from test_hostile import pristine  # noqa: F401 (a fixture: a small stopped run to damage)
+
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
 PRESET = """description = "tmux test: a long 12-bit run with cheap binning"
@@ -119,5 +121,32 @@ def test_a_launched_run_keeps_going_after_esc_and_reopening_it_gives_stop_again(
         while "measured" in tmux.screen():
             assert time.monotonic() < deadline, tmux.screen()
             time.sleep(0.25)
+    finally:
+        tmux("kill-server")
+
+
+@pytest.mark.parametrize("case", ["markup in meta", "fifo meta.json", "deep json events", "pickled curves.npz"])
+def test_replay_of_a_crafted_run_in_a_real_terminal_shows_it_or_exits_with_one_line(tmp_path, pristine, case):
+    """The hostile corpus (tests/test_hostile.py), once through the real app: the run's screen with
+    its text shown as text, or the app never starts and says why in one `error:` line; never a
+    hang or a blank screen."""
+    from test_hostile import crafted
+
+    run, _ = crafted(pristine, tmp_path, case)
+    tmux = Tmux(f"ibtui-test-crafted-{os.getpid()}")
+    command = f"{sys.executable} -m ibtui replay {run}; echo exit=$?; sleep 60"
+    env = f"TERM=xterm-256color PYTHONPATH={Path(__file__).parents[1]}"
+    tmux("new-session", "-d", "-s", "ibtui", "-x", "120", "-y", "40", f"cd {tmp_path} && env {env} {command}")
+    try:
+        shown = tmux.wait_for(r"exit=2|measured")
+        if shown.group(0) == "exit=2":
+            joined = tmux("capture-pane", "-p", "-J", "-t", "ibtui")  # a long line wrapped by the terminal, joined
+            errors = [line for line in joined.splitlines() if line.strip() and not line.startswith("exit=")]
+            assert len(errors) == 1 and errors[0].startswith("error:"), tmux.screen()
+            return
+        if case == "markup in meta":
+            tmux.wait_for(re.escape("[bold red]boom[/]"))  # the id, as text
+        tmux("send-keys", "-t", "ibtui", "q")
+        tmux.wait_for(r"exit=0")
     finally:
         tmux("kill-server")

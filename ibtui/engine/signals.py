@@ -115,7 +115,8 @@ def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS, only_replace_defaul
 PAUSE_ENV = "IBTUI_TEST_PAUSE_AT"
 """For tests only: ``phase[:seconds],...`` makes the run stop for a while (default 3 s) the first
 time it reaches each named phase, after printing ``ibtui-test-pause: <phase>`` on stderr, so a test
-can send a signal at that instant. Phases: ``before-create`` (nothing on disk yet), ``created`` (the
+can send a signal at that instant. Phases: ``loading`` (the command has just started, before its
+imports), ``before-create`` (nothing on disk yet), ``created`` (the
 run directory and its meta.json exist), ``resume-opened`` (a resumed run marked running again),
 ``epoch`` (inside an epoch, trained but not yet recorded), ``measure`` (inside a measurement),
 ``checkpoint`` (a checkpoint written, its event line not yet), ``final`` (the final arrays written,

@@ -534,9 +534,17 @@ class SweepCell:
 
     def run(self) -> Run | None:
         """The cell's run, or None when it has not started."""
+        refuse_symlinked_cell(self.path)
         if not (self.path / META).exists():
             return None
         return load_run(self.path)
+
+
+def refuse_symlinked_cell(path: Path) -> None:
+    """A sweep's cell must be a directory of the sweep itself: a symlink (which could point
+    anywhere) is refused, so reading or resuming a sweep never reaches outside it."""
+    if Path(path).is_symlink():
+        raise UserError(f"{path} is a symlink, not a cell directory of the sweep; refusing to use it")
 
 
 @dataclass

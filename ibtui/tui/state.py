@@ -19,7 +19,8 @@ import numpy as np
 from ibtui.engine.phases import transition_epochs
 from ibtui.progress import Eta
 from ibtui.runinfo import ago, clean_info, differing_keys, duration, flatten, parse_stamp, run_label
-from ibtui.rundir.reader import Run, load_run, load_sweep, read_json, read_regular, read_run_meta, shown_status
+from ibtui.rundir.reader import (Run, load_run, load_sweep, read_json, read_regular, read_run_meta,
+                                 refuse_symlinked_cell, shown_status)
 from ibtui.rundir.records import MeasureRecord
 from ibtui.rundir.store import CONFIG, META
 from ibtui.errors import UserError
@@ -660,6 +661,7 @@ class SweepView:
             row = summary.get(cell.name, {})
             if cell.view is None and (cell.run_dir / META).is_file():
                 try:
+                    refuse_symlinked_cell(cell.run_dir)
                     cell.view = RunView.from_run_dir(cell.run_dir)
                     cell.view.title = cell.name
                 except UserError as exc:
@@ -715,6 +717,7 @@ def sweep_row(path: Path) -> dict[str, Any]:
     done = 0
     for name in names:
         try:
+            refuse_symlinked_cell(path / name)
             done += read_run_meta(path / name)["status"] == "done"
         except UserError:
             pass

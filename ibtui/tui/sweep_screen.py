@@ -6,6 +6,8 @@ second, so a sweep still running in another terminal (or on a cluster) is follow
 
 from __future__ import annotations
 
+from rich.markup import escape
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
@@ -71,7 +73,7 @@ class SweepScreen(Screen):
         self.title = "ibtui"
         self.sub_title = f"sweep {self.view.sweep_id}"
         table = self.query_one("#cells", DataTable)
-        keys = [k.split(".")[-1] for k, _ in self.view.grid]
+        keys = [Text(k.split(".")[-1]) for k, _ in self.view.grid]  # text from sweep.json: never markup
         table.add_columns("#", *keys, "status", "tries", "test acc", "peak I(X;T)", "final", "drop")
         self.fill_table()
         self.set_interval(FOLLOW_S, self.poll)
@@ -84,9 +86,11 @@ class SweepScreen(Screen):
         for index, cell in enumerate(self.view.cells):
             peak, final = self.view.peak_and_final(cell, self.plane)
             drop = None if peak is None or final is None else peak - final
-            table.add_row(f"{index}{'*' if cell.name in self.marked else ''}", *(str(cell.overrides.get(k, "")) for k, _ in self.view.grid), cell.status,
-                          "–" if cell.attempts is None else str(cell.attempts), fmt(cell.test_acc, 3),
-                          fmt(peak), fmt(final), fmt(drop), key=cell.name)
+            cells = [f"{index}{'*' if cell.name in self.marked else ''}",
+                     *(str(cell.overrides.get(k, "")) for k, _ in self.view.grid), cell.status,
+                     "–" if cell.attempts is None else str(cell.attempts), fmt(cell.test_acc, 3),
+                     fmt(peak), fmt(final), fmt(drop)]
+            table.add_row(*(Text(c) for c in cells), key=cell.name)  # text read from disk: never markup
         if row is not None and self.view.cells:
             table.move_cursor(row=min(row, len(self.view.cells) - 1))
         self.update_status()
@@ -94,8 +98,8 @@ class SweepScreen(Screen):
     def update_status(self) -> None:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.view.counts().items()))
         self.query_one("#status", Static).update(
-            f"{len(self.view.cells)} cells: {counts} · estimator [b]{self.plane or '–'}[/b] "
-            f"(I(X;T) of the last hidden layer, bits; ensembles: mean of each network's own) · {self.view.root}")
+            f"{len(self.view.cells)} cells: {escape(counts)} · estimator [b]{escape(self.plane or '–')}[/b] "
+            f"(I(X;T) of the last hidden layer, bits; ensembles: mean of each network's own) · {escape(str(self.view.root))}")
 
     def poll(self) -> None:
         if self.view.refresh():

@@ -17,11 +17,11 @@ checkpoint, then reported as failed in the summary; nothing is dropped silently.
 """
 
 from ibtui.engine.sweep.local import default_workers, run_cell, run_local
-from ibtui.engine.sweep.ray import run_ray
+from ibtui.engine.sweep.ray import ray_session, run_ray
 from ibtui.engine.sweep.results import CSV_COLUMNS, Outcome, Sweep, cell_result, summary_csv
 from ibtui.engine.sweep.spec import (RESULTS, SHIPPED, SUMMARY_CSV, SUMMARY_JSON, SWEEP, Cell, SweepSpec, cell_name,
                                      parse_grid, split_values)
 
 __all__ = ["Cell", "CSV_COLUMNS", "Outcome", "RESULTS", "SHIPPED", "SUMMARY_CSV", "SUMMARY_JSON", "SWEEP", "Sweep",
-           "SweepSpec", "cell_name", "cell_result", "default_workers", "parse_grid", "run_cell", "run_local", "run_ray",
+           "SweepSpec", "cell_name", "cell_result", "default_workers", "parse_grid", "ray_session", "run_cell", "run_local", "run_ray",
            "split_values", "summary_csv"]

@@ -21,7 +21,8 @@ from ibtui.engine.sweep.spec import Cell
 
 
 def _set_aside(path: Path) -> None:
-    """Move an unusable cell directory out of the way (its files are kept, never deleted)."""
+    """Move an unusable cell directory (or a symlink in its place) out of the way, within the
+    sweep (its files are kept, never deleted)."""
     target = path.with_name(f"{path.name}.set-aside-{utc_stamp()}")
     path.rename(target)
 
@@ -32,6 +33,8 @@ def run_cell(raw_config: dict[str, Any], run_dir: str | Path, stop: Any = None) 
     from ibtui.engine.runner import execute, resume
 
     path = Path(run_dir)
+    if path.is_symlink():  # it could point anywhere: never written through
+        _set_aside(path)
     if path.exists():
         _wait_for_writer(path)
         try:
@@ -173,15 +176,24 @@ def run_local(sweep: Sweep, cells: list[Cell], workers: int, retries: int,
             if running:
                 multiprocessing.connection.wait([p.sentinel for p in running], timeout=poll_s)
     except KeyboardInterrupt:
-        for process in running:
-            if process.is_alive():
-                process.terminate()  # SIGTERM: the cell's run ends as `stopped`, epochs kept
+        _stop_all(running)  # SIGTERM: each cell's run ends as `stopped`, epochs kept
         for process, (cell, attempt, _) in list(running.items()):
-            process.join()
             try:
                 result = cell_result(sweep.cell_dir(cell))
             except UserError:
                 result = {}
             on_outcome(Outcome(cell, "stopped", attempt, None, result, platform.node()))
         return False
+    except BaseException:  # e.g. the outcome could not be recorded: no cell keeps running unwatched
+        _stop_all(running)
+        raise
     return True
+
+
+def _stop_all(running: dict[Any, Any]) -> None:
+    """SIGTERM every running cell (each ends `stopped`, epochs kept) and wait for it."""
+    for process in running:
+        if process.is_alive():
+            process.terminate()
+    for process in running:
+        process.join()

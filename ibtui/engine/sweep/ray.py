@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import platform
+import socket
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 from ibtui.rundir.store import atomic_write_bytes
 from ibtui.errors import UserError
-from ibtui.engine.sweep.local import run_cell, _limit_threads
+from ibtui.engine.sweep.local import _limit_threads, _set_aside, run_cell
 from ibtui.engine.sweep.results import Outcome, Sweep, cell_result
 from ibtui.engine.sweep.spec import Cell, SHIPPED
 
@@ -41,24 +43,65 @@ def _first_line(exc: BaseException) -> str:
     return (lines[-1] if lines else type(cause).__name__)[:300]
 
 
-def run_ray(sweep: Sweep, cells: list[Cell], address: str | None, retries: int, cpus_per_cell: float,
-            gpus_per_cell: float, on_outcome: Callable[[Outcome], None],
-            on_start: Callable[[Cell, int], None] = lambda c, a: None, init_kwargs: dict[str, Any] | None = None) -> bool:
-    """Run ``cells`` as Ray tasks (``num_cpus``, ``num_gpus`` per task; ``max_retries`` = ``retries``
-    for crashed workers and failed runs alike), streaming outcomes as tasks finish."""
+CONNECT_TIMEOUT_S = 10.0
+"""How long ``HOST:PORT`` may take to accept a TCP connection (Ray itself retries for many minutes)."""
+
+
+def _probe(address: str) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address must accept a TCP connection within
+    ``CONNECT_TIMEOUT_S``; other forms (``auto``) are left to Ray."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise UserError(f"cannot connect to Ray at {address}: {reason}") from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, init_kwargs: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Ray, connected to ``address`` (None or ``local``: a new single-node instance on the loopback
+    interface) for the block, and shut down after it; an instance already initialised is used as
+    it is. UserError, one line and in bounded time, when Ray is missing or cannot be reached."""
     try:
         import ray
     except ImportError:
         raise UserError("the Ray backend needs Ray: pip install 'ibtui[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            local = address in (None, "local")  # a new single-node instance, on the loopback interface
-            ray.init(**{"address": None if local else address, "include_dashboard": False, "log_to_driver": False,
-                        "logging_level": logging.ERROR, **({"_node_ip_address": "127.0.0.1"} if local else {}),
-                        **(init_kwargs or {})})
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"cannot connect to Ray at {address}: {_first_line(exc)}") from None
+    if ray.is_initialized():
+        yield ray
+        return
+    local = address in (None, "local")
+    if not local:
+        _probe(str(address))
+    try:
+        ray.init(**{"address": None if local else address, "include_dashboard": False, "log_to_driver": False,
+                    "logging_level": logging.ERROR, **({"_node_ip_address": "127.0.0.1"} if local else {}),
+                    **(init_kwargs or {})})
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"cannot connect to Ray at {address}: {_first_line(exc)}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def run_ray(sweep: Sweep, cells: list[Cell], address: str | None, retries: int, cpus_per_cell: float,
+            gpus_per_cell: float, on_outcome: Callable[[Outcome], None],
+            on_start: Callable[[Cell, int], None] = lambda c, a: None, init_kwargs: dict[str, Any] | None = None) -> bool:
+    """Run ``cells`` as Ray tasks (``num_cpus``, ``num_gpus`` per task; ``max_retries`` = ``retries``
+    for crashed workers and failed runs alike), streaming outcomes as tasks finish. Connects first
+    (``ray_session``) unless Ray is already initialised."""
+    with ray_session(address, init_kwargs) as ray:
+        return _run_tasks(ray, sweep, cells, retries, cpus_per_cell, gpus_per_cell, on_outcome, on_start)
+
+
+def _run_tasks(ray: Any, sweep: Sweep, cells: list[Cell], retries: int, cpus_per_cell: float,
+               gpus_per_cell: float, on_outcome: Callable[[Outcome], None],
+               on_start: Callable[[Cell, int], None]) -> bool:
+    """``run_ray``'s body, on a connected ``ray``."""
     threads = max(1, math.floor(cpus_per_cell))
     task = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=retries,
                       retry_exceptions=True)(_ray_task)
@@ -91,14 +134,13 @@ def run_ray(sweep: Sweep, cells: list[Cell], address: str | None, retries: int, 
         for ref in pending:
             on_outcome(Outcome(refs[ref], "stopped", None, None, {}))
         return False
-    finally:
-        if started_here:
-            ray.shutdown()
     return True
 
 
 def _write_shipped(run_dir: Path, files: dict[str, bytes]) -> None:
     """Write a remote cell's files where the driver keeps the sweep (no checkpoints: those stay remote)."""
+    if run_dir.is_symlink():  # never written through
+        _set_aside(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         if name in SHIPPED:

@@ -8,13 +8,14 @@ import io
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
 from ibtui.engine.summary import compression_table
-from ibtui.rundir.reader import load_run, read_run_meta
+from ibtui.rundir.reader import load_run, read_run_meta, refuse_symlinked_cell
 from ibtui.rundir.store import atomic_write_bytes, open_append, read_file, utc_stamp
 from ibtui.errors import UserError
 from ibtui.engine.sweep.spec import Cell, SweepSpec, RESULTS, SUMMARY_CSV, SUMMARY_JSON, SWEEP
@@ -82,6 +83,7 @@ class Sweep:
         path = self.root / SWEEP
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            self._refuse_special(RESULTS)
             if path.exists():
                 old = json.loads(read_file(path, limit=16 << 20))
                 if not isinstance(old, dict):
@@ -95,6 +97,17 @@ class Sweep:
             raise UserError(f"cannot write sweep directory {self.root}: {exc.strerror or exc}") from None
         except (ValueError, RecursionError):
             raise UserError(f"{path} is not valid JSON; move it away or choose another --name") from None
+
+    def _refuse_special(self, name: str) -> None:
+        """A file of the sweep that is appended to must be a regular file (not a symlink, which could
+        point outside, nor a FIFO, which would block): refused up front, before any cell runs."""
+        try:
+            mode = os.lstat(self.root / name).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{self.root / name} is not a regular file (a symlink or a special file); "
+                            f"move it away or choose another --name")
 
     def remove_if_unstarted(self) -> None:
         """Remove the sweep directory when it holds nothing but its ``sweep.json`` (no cell was
@@ -111,6 +124,7 @@ class Sweep:
         done, todo = [], []
         for cell in self.cells:
             try:
+                refuse_symlinked_cell(self.cell_dir(cell))
                 status = read_run_meta(self.cell_dir(cell))["status"]
             except UserError:
                 status = None
@@ -142,11 +156,15 @@ class Sweep:
         line = {"cell": outcome.cell.name, "status": outcome.status, "attempts": outcome.attempts,
                 "error": outcome.error, "host": outcome.host, "wall_seconds": outcome.result.get("wall_seconds"),
                 "time": utc_stamp()}
-        with open_append(self.root / RESULTS) as f:  # never through a symlink
-            f.write((json.dumps(line) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
-        self.write_summaries()
+        try:
+            with open_append(self.root / RESULTS) as f:  # never through a symlink
+                f.write((json.dumps(line) + "\n").encode())
+                f.flush()
+                os.fsync(f.fileno())
+            self.write_summaries()
+        except OSError as exc:
+            raise UserError(f"cannot record the outcome of {outcome.cell.name} in {self.root}: "
+                            f"{exc.strerror or exc}") from None
 
     def summary(self) -> dict[str, Any]:
         cells = []
