@@ -296,7 +296,7 @@ def test_at_80x24_the_compare_key_still_shows_every_layer_and_the_entropies():
         async with OneScreenApp(screen).run_test(size=(80, 24)) as pilot:
             await pilot.pause(0.5)
             key = screen.query_one("#compare-key")
-            shown = key.render().plain.splitlines()[:key.size.height]
+            shown = key.render().plain.splitlines()[:key.content_region.height]
             assert all(any(name[:7] in line for line in shown) for name in SIX)
             assert any("H(X) = 12.00" in line for line in shown)
 
