@@ -112,17 +112,24 @@ def test_resume_on_a_disk_it_cannot_write_fails_in_one_line_and_changes_nothing(
         assert snapshot(run) == before and read_meta(run)["status"] == "stopped"
 
 
+def paused_run(runs: Path, epochs: int, pause: str) -> subprocess.Popen:
+    """A real `ibtui run` (binning, every epoch measured) writing into ``runs``, returned once it
+    waits (3 s) at the test pause point ``pause``; its stderr is read up to that line."""
+    proc = subprocess.Popen([sys.executable, "-m", "ibtui", "run", "--set", f"train.epochs={epochs}", "--set",
+                             "estimators.kde=false", "--set", "schedule.kind=every", "--device", "cpu",
+                             "--runs-dir", str(runs), "--quiet"], cwd=ROOT, text=True,
+                            env={**os.environ, "IBTUI_TEST_PAUSE_AT": f"{pause}:3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stderr:
+        if f"ibtui-test-pause: {pause}" in line:
+            break
+    return proc
+
+
 def test_a_disk_that_fills_during_a_run_fails_it_in_one_line_and_loses_nothing(tmp_path):
     with tmpfs(tmp_path / "disk", size="4m") as mount:
         runs = mount / "runs"
-        proc = subprocess.Popen([sys.executable, "-m", "ibtui", "run", "--set", "train.epochs=6", "--set",
-                                 "estimators.kde=false", "--set", "schedule.kind=every", "--device", "cpu",
-                                 "--runs-dir", str(runs), "--quiet"], cwd=ROOT, text=True,
-                                env={**os.environ, "IBTUI_TEST_PAUSE_AT": "epoch:3"},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for line in proc.stderr:  # paused inside epoch 1, after epoch 0 was recorded
-            if "ibtui-test-pause: epoch" in line:
-                break
+        proc = paused_run(runs, epochs=6, pause="epoch")  # paused inside epoch 1, after epoch 0 was recorded
         filler = fill(mount)
         rest = proc.stderr.read()
         proc.wait(TIMEOUT)
@@ -143,14 +150,7 @@ def test_a_disk_full_when_the_final_meta_json_is_written_never_leaves_the_run_ru
 
     with tmpfs(tmp_path / "disk", size="4m") as mount:
         runs = mount / "runs"
-        proc = subprocess.Popen([sys.executable, "-m", "ibtui", "run", "--set", "train.epochs=3", "--set",
-                                 "estimators.kde=false", "--set", "schedule.kind=every", "--device", "cpu",
-                                 "--runs-dir", str(runs), "--quiet"], cwd=ROOT, text=True,
-                                env={**os.environ, "IBTUI_TEST_PAUSE_AT": "final:3"},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for line in proc.stderr:  # the final arrays written, the final meta.json not yet
-            if "ibtui-test-pause: final" in line:
-                break
+        proc = paused_run(runs, epochs=3, pause="final")  # the final arrays written, the final meta.json not yet
         filler = fill(mount)
         rest = proc.stderr.read()
         proc.wait(TIMEOUT)

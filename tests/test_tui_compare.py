@@ -288,16 +288,9 @@ def test_the_compare_plane_marks_each_runs_drift_to_diffusion_point_once_reached
 
 
 def test_at_80x24_the_compare_key_still_shows_every_layer_and_the_entropies():
-    from test_tui import OneScreenApp
+    from test_tui_plane import key_lines_at_80x24
 
     screen = CompareScreen([six_layer_view(), six_layer_view(epochs=(0, 2, 20, 200))])
-
-    async def scenario():
-        async with OneScreenApp(screen).run_test(size=(80, 24)) as pilot:
-            await pilot.pause(0.5)
-            key = screen.query_one("#compare-key")
-            shown = key.render().plain.splitlines()[:key.content_region.height]
-            assert all(any(name[:7] in line for line in shown) for name in SIX)
-            assert any("H(X) = 12.00" in line for line in shown)
-
-    asyncio.run(scenario())
+    shown, _ = key_lines_at_80x24(screen, "compare-key")
+    assert all(any(name[:7] in line for line in shown) for name in SIX)
+    assert any("H(X) = 12.00" in line for line in shown)

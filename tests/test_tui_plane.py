@@ -131,19 +131,28 @@ def test_at_a_cursor_the_other_kde_bound_stops_at_the_shown_epoch_too():
     assert whole.count("•") >= early.count("•") + 2  # kde_lower's points at epoch 300 are gone at epoch 0
 
 
-def test_at_80x24_the_key_still_shows_every_layer_and_the_entropies():
+def key_lines_at_80x24(screen, key_id: str) -> tuple[list[str], dict]:
+    """The lines of the key ``#key_id`` that fit on ``screen`` in an 80x24 terminal, and the height
+    of each of the screen's widgets by id (rows)."""
     from test_tui import OneScreenApp
-    from test_tui_navigate import SIX, six_layer_view
 
-    screen = RunScreen(six_layer_view(), follow=False)
+    seen: dict = {}
 
     async def scenario():
         async with OneScreenApp(screen).run_test(size=(80, 24)) as pilot:
             await pilot.pause(0.5)
-            key = screen.query_one("#key")
-            shown = key.render().plain.splitlines()[:key.content_region.height]
-            assert all(any(name[:9] in line for line in shown) for name in SIX)
-            assert any("H(X) = 12.00" in line for line in shown)
-            assert screen.query_one("#curves").size.height >= 7  # title, frame, 3 data rows, ticks
+            key = screen.query_one(f"#{key_id}")
+            seen["lines"] = key.render().plain.splitlines()[:key.content_region.height]
+            seen["heights"] = {w.id: w.size.height for w in screen.query("*") if w.id}
 
     asyncio.run(scenario())
+    return seen["lines"], seen["heights"]
+
+
+def test_at_80x24_the_key_still_shows_every_layer_and_the_entropies():
+    from test_tui_navigate import SIX, six_layer_view
+
+    shown, heights = key_lines_at_80x24(RunScreen(six_layer_view(), follow=False), "key")
+    assert all(any(name[:9] in line for line in shown) for name in SIX)
+    assert any("H(X) = 12.00" in line for line in shown)
+    assert heights["curves"] >= 7  # title, frame, 3 data rows, ticks
